@@ -1,0 +1,32 @@
+# Everything sets itself up from the registries: a fresh clone needs Python 3.11, Node 20, npm.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKSPACE ?= workspace
+PORT ?= 8888
+
+.PHONY: venv lab test lint torture bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,lab,data]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lab: venv
+	mkdir -p $(WORKSPACE)
+	$(BIN)/jupyter lab --notebook-dir=$(WORKSPACE) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+lint: venv
+	$(BIN)/ruff check jupyter_tus tests benchmarks
+	$(BIN)/ruff format --check jupyter_tus tests benchmarks
+
+test: venv
+	$(BIN)/ruff check jupyter_tus tests
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

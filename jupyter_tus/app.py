@@ -1,0 +1,139 @@
+"""TusApp: the jupyter-server extension: settings, routes, events, recovery, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+
+from .filestore import Durability, FileStore
+from .handlers import handlers
+from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
+
+DEFAULT_STAGING = ".tus"
+
+
+class TusApp(ExtensionApp):
+    """Resumable uploads (tus 1.0.0) into the server's workspace."""
+
+    name = "jupyter_tus"
+    description = __doc__
+
+    staging_dir = Unicode(
+        DEFAULT_STAGING,
+        config=True,
+        help="""Where unfinished uploads are kept (<id> data and <id>.info). A relative
+        path is taken from the server's root_dir; the default, '.tus', is hidden from
+        the file browser. On another filesystem than root_dir, finished files are
+        copied (then renamed) instead of renamed.""",
+    )
+    max_size = Int(
+        0,
+        config=True,
+        help="""Largest upload accepted, in bytes (advertised as Tus-Max-Size). 0 means no
+        limit but the free disk space, which is checked when the length is known.""",
+    )
+    expiration = Float(
+        7 * 24 * 3600.0,
+        config=True,
+        help="""Seconds an unfinished upload is kept after its last byte arrived
+        (advertised as Upload-Expires). 0 keeps unfinished uploads forever.""",
+    )
+    cleanup_interval = Float(
+        3600.0,
+        config=True,
+        help="Seconds between two sweeps that remove expired unfinished uploads.",
+    )
+    durability = CaselessStrEnum(
+        [d.value for d in Durability],
+        default_value=Durability.COMPLETE.value,
+        config=True,
+        help="""When received bytes are fsynced: 'always' (at the end of every PATCH: an
+        acknowledged offset survives a power cut), 'complete' (once, when the upload
+        completes, before the file lands), or 'never' (scratch disks).""",
+    )
+    lock_wait = Float(
+        20.0,
+        config=True,
+        help="""Seconds a request waits for an upload that another request holds. The
+        holder is asked to let go at once (it keeps what it received); after this
+        time the newcomer gets 423 Locked.""",
+    )
+    idle_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds a PATCH may go without receiving a byte before it is ended (its
+        bytes are kept and its lock released), so a dead connection never blocks a
+        resume until TCP gives up.""",
+    )
+    drain_limit = Int(
+        16 * 1024 * 1024,
+        config=True,
+        help="""Largest body, in bytes, read and discarded before an error is answered.
+        Proxies such as configurable-http-proxy turn an answer to a half-sent body
+        into a 503; a bigger body is answered at once and its connection closed.""",
+    )
+    recover_on_start = Bool(
+        True,
+        config=True,
+        help="Repair what a crash left in the staging directory when the server starts.",
+    )
+
+    _cleanup: PeriodicCallback | None = None
+
+    @property
+    def staging_path(self) -> Path:
+        return Path(self.serverapp.root_dir, os.path.expanduser(self.staging_dir)).absolute()
+
+    def initialize_settings(self) -> None:
+        staging = self.staging_path
+        staging.mkdir(parents=True, exist_ok=True)
+        # Kernels started by this server inherit it: jupyter_tus.get_info() & co find
+        # the store without being told.
+        os.environ["JUPYTER_TUS_DIR"] = str(staging)
+        store = FileStore(
+            staging,
+            durability=self.durability,
+            expiration=self.expiration or None,
+            max_size=self.max_size or None,
+            lock_timeout=self.lock_wait,
+        )
+        event_logger = self.serverapp.event_logger
+        event_logger.register_event_schema(EVENT_SCHEMA_PATH)
+        contents_manager = self.serverapp.contents_manager
+        self.manager = UploadManager(
+            store,
+            self.serverapp.root_dir,
+            allow_hidden=getattr(contents_manager, "allow_hidden", False),
+            lock_wait=self.lock_wait,
+            emit=lambda data: event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data),
+            log=self.log,
+        )
+        if self.recover_on_start:
+            for line in store.recover():
+                self.log.warning("jupyter-tus recovery: %s", line)
+        self.settings.update(jupyter_tus_manager=self.manager, jupyter_tus_config=self)
+        self.log.info("jupyter-tus: uploads staged in %s", staging)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        if self.expiration and self.cleanup_interval:
+            self._cleanup = PeriodicCallback(self._sweep, self.cleanup_interval * 1000)
+            self._cleanup.start()
+
+    async def _sweep(self) -> None:
+        removed = await asyncio.get_running_loop().run_in_executor(
+            None, self.manager.remove_expired
+        )
+        if removed:
+            self.log.info("jupyter-tus: removed %d expired uploads", len(removed))
+
+    async def stop_extension(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.stop()

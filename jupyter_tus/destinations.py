@@ -1,0 +1,81 @@
+"""Where an upload may land: inside root_dir, never hidden, never clobbering.
+
+The client names the destination with the ``filename`` and ``path`` metadata keys
+(CONTRACT §3); this module turns them into an absolute path or refuses with a
+reason that names the rule, never the server's own directories.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .store import DestinationExists, DestinationRefused
+
+TRUE_VALUES = {"1", "true", "yes"}
+
+
+@dataclass(frozen=True)
+class Destination:
+    path: Path  # absolute
+    relative: str  # to root_dir, with forward slashes
+    overwrite: bool
+
+
+def _check_part(part: str, what: str, allow_hidden: bool) -> None:
+    if "\x00" in part:
+        raise DestinationRefused(f"{what} contains a NUL byte")
+    if part in ("..", "."):
+        raise DestinationRefused(f"{what} may not contain '{part}'")
+    if part.startswith(".") and not allow_hidden:
+        raise DestinationRefused(f"{what} names a hidden file or folder ({part!r})")
+
+
+def resolve(
+    root_dir: str | os.PathLike, metadata: dict[str, str], *, allow_hidden: bool = False
+) -> Destination | None:
+    """The destination named by ``metadata``, or None when no ``filename`` is given
+    (the upload then stays in the store, reachable by its id)."""
+    filename = metadata.get("filename", "")
+    if not filename:
+        return None
+    root = Path(os.path.realpath(root_dir))
+    if "/" in filename or "\\" in filename:
+        raise DestinationRefused("filename must be a name, not a path; put folders in 'path'")
+    _check_part(filename, "filename", allow_hidden)
+    folder = metadata.get("path", "").replace("\\", "/").strip("/")
+    if metadata.get("path", "").startswith(("/", "\\")) or (len(folder) > 1 and folder[1] == ":"):
+        raise DestinationRefused("path must be relative to the server's root directory")
+    parts = [p for p in folder.split("/") if p]
+    for part in parts:
+        _check_part(part, "path", allow_hidden)
+    relative = "/".join([*parts, filename])
+    target = root.joinpath(*parts, filename)
+    # Follow symlinks of the folders that exist: they must not lead out of the root.
+    real_parent = Path(os.path.realpath(target.parent))
+    if real_parent != root and root not in real_parent.parents:
+        raise DestinationRefused("path leads outside the server's root directory")
+    if real_parent.exists() and not real_parent.is_dir():
+        raise DestinationRefused(f"path {'/'.join(parts)!r} is a file, not a folder")
+    overwrite = metadata.get("overwrite", "").strip().lower() in TRUE_VALUES
+    if os.path.islink(target):
+        raise DestinationRefused(f"{relative!r} is a symbolic link")
+    if target.is_dir():
+        raise DestinationExists(f"{relative!r} is a folder")
+    if target.exists() and not overwrite:
+        raise DestinationExists(f"{relative!r} already exists; set overwrite to replace it")
+    existing = _nearest_existing(real_parent)
+    if not os.access(existing, os.W_OK) or _read_only_mount(existing):
+        raise DestinationRefused(f"folder {'/'.join(parts) or '/'!r} is read-only")
+    return Destination(real_parent / filename, relative, overwrite)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _read_only_mount(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)

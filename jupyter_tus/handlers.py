@@ -1,0 +1,511 @@
+"""tus 1.0.0 over HTTP: one method per verb, errors mapped to statuses in one table.
+
+The handlers speak HTTP only: they parse headers (``protocol``), call the manager and
+the store, and turn named errors into status codes. Bodies stream straight into the
+store as tornado hands them over; nothing is ever buffered whole.
+
+Every refusal decided before the body is read is kept and answered only after the
+body has been drained (up to ``drain_limit`` bytes): a proxy such as JupyterHub's
+configurable-http-proxy turns an answer to a half-sent body into a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import mimetypes
+import re
+import time
+import urllib.parse
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from . import protocol
+from .filestore import CHECKSUM_ALGORITHMS, FileChunkWriter, UploadLock
+from .manager import UploadManager
+from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
+from .store import (
+    ChecksumMismatch,
+    DestinationExists,
+    DestinationRefused,
+    FileInfo,
+    InsufficientStorage,
+    LengthAlreadyDeclared,
+    OffsetMismatch,
+    StoreError,
+    UploadExpired,
+    UploadIncomplete,
+    UploadLocked,
+    UploadNotFound,
+    UploadNotPatchable,
+    UploadTooLarge,
+)
+
+# The one table from a store error to its status (and reason phrase where tornado
+# has none). Looked up along the exception's MRO, so subclasses may refine.
+STORE_ERROR_STATUS: dict[type[StoreError], int] = {
+    UploadNotFound: 404,
+    UploadExpired: 410,
+    OffsetMismatch: 409,
+    UploadTooLarge: 413,
+    UploadLocked: 423,
+    ChecksumMismatch: 460,
+    UploadIncomplete: 400,
+    UploadNotPatchable: 403,
+    LengthAlreadyDeclared: 400,
+    DestinationExists: 409,
+    DestinationRefused: 403,
+    InsufficientStorage: 507,
+}
+REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
+
+# Served inline by GET; any other type is sent as an attachment.
+INLINE_TYPES = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/wav",
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+    }
+)
+_MIME = re.compile(r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")
+READ_BLOCK = 1024 * 1024
+UNLIMITED_BODY = 1 << 62
+
+
+def to_http_error(exc: Exception) -> web.HTTPError:
+    """The HTTPError that answers ``exc``, with a one-line reason."""
+    if isinstance(exc, web.HTTPError):
+        return exc
+    if isinstance(exc, ProtocolError):
+        status, message = exc.status, exc.message
+    else:
+        status = next(
+            (STORE_ERROR_STATUS[c] for c in type(exc).__mro__ if c in STORE_ERROR_STATUS), 500
+        )
+        message = str(exc)
+    return web.HTTPError(status, message, reason=REASONS.get(status))
+
+
+def tus_errors(method: Any) -> Any:
+    """Answer the named errors a verb method raises with their status (the table)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: TusHandler, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, *args, **kwargs)
+        except (StoreError, ProtocolError) as exc:
+            raise to_http_error(exc) from exc
+
+    return wrapper
+
+
+@web.stream_request_body
+class TusHandler(ExtensionHandlerMixin, APIHandler):
+    """What every tus request shares: auth, version check, refusals, body, lock."""
+
+    auth_resource = "contents"
+
+    def initialize(self, name: str, **kwargs: Any) -> None:
+        super().initialize(name, **kwargs)
+        # For clients that can only send GET and POST; it must take effect before
+        # tornado dispatches and checks XSRF, hence here.
+        override = self.request.headers.get("X-HTTP-Method-Override")
+        if override:
+            self.request.method = override.strip().upper()
+        self._refusal: web.HTTPError | None = None
+        self._drained = 0
+        self._writer: FileChunkWriter | None = None
+        self._lock: UploadLock | None = None
+        self._committing = False
+        self._last_data = time.monotonic()
+        self._upload_id: str | None = None
+
+    @property
+    def manager(self) -> UploadManager:
+        return self.settings["jupyter_tus_manager"]
+
+    @property
+    def tus_config(self) -> Any:
+        return self.settings["jupyter_tus_config"]
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Tus-Resumable", TUS_VERSION)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 412:
+            self.set_header("Tus-Version", ",".join(protocol.SUPPORTED_VERSIONS))
+        super().write_error(status_code, **kwargs)
+
+    def upload_url(self, upload_id: str) -> str:
+        """A path-only Location: right behind any proxy and under any base_url."""
+        return url_path_join(self.base_url, "api/tus/uploads", upload_id)
+
+    # ------------------------------------------------------------------ prepare
+
+    # jupyter-server's authorizer, resource ``contents``. (One method per action: the
+    # decorator fixes its action at the first call when left to guess it from the verb.)
+    @authorized("read")
+    async def _authorize_read(self) -> None:
+        pass
+
+    @authorized("write")
+    async def _authorize_write(self) -> None:
+        pass
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        # Lift tornado's per-request body limit on these routes only.
+        limit = self.tus_config.max_size or UNLIMITED_BODY
+        self.request.connection.set_max_body_size(max(limit, self.tus_config.drain_limit))
+        try:
+            await super().prepare()
+            if self.request.method in ("GET", "HEAD", "OPTIONS"):
+                await self._authorize_read()
+            else:
+                await self._authorize_write()
+            if self.request.method not in ("OPTIONS", "GET"):
+                version = self.request.headers.get("Tus-Resumable")
+                if version not in protocol.SUPPORTED_VERSIONS:
+                    raise protocol.VersionUnsupported(
+                        f"Tus-Resumable {version!r} is not supported; this server speaks "
+                        + ", ".join(protocol.SUPPORTED_VERSIONS)
+                    )
+            await self.prepare_request()
+        except (web.HTTPError, ProtocolError, StoreError) as exc:
+            self._refuse(exc)
+            if not self._drainable():
+                raise self._refusal from exc
+
+    async def prepare_request(self) -> None:
+        """Per-route checks and set-up before the body arrives."""
+
+    def _refuse(self, exc: Exception) -> None:
+        self._refusal = to_http_error(exc)
+        self._stop_writing()
+
+    def _drainable(self) -> bool:
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        return length.isdigit() and int(length) <= self.tus_config.drain_limit
+
+    def raise_refusal(self) -> None:
+        if self._refusal is not None:
+            raise self._refusal
+
+    # ------------------------------------------------------------------ body
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refusal is not None:
+            self._drained += len(chunk)
+            if self._drained > self.tus_config.drain_limit and not self._finished:
+                self.send_error(self._refusal.status_code, exc_info=(None, self._refusal, None))
+            return
+        writer = self._writer
+        if writer is None:
+            return
+        self._last_data = time.monotonic()
+        try:
+            writer.write(chunk)
+        except StoreError as exc:
+            self._refuse(exc)  # the bytes that fitted are kept; drain the rest
+
+    def start_writing(self, writer: FileChunkWriter) -> None:
+        """Stream the body into ``writer``; end it if the client goes quiet too long."""
+        self._writer = writer
+        self._last_data = time.monotonic()
+        IOLoop.current().call_later(self.tus_config.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._writer is None or self._committing or self._finished:
+            return
+        quiet = time.monotonic() - self._last_data
+        if quiet >= self.tus_config.idle_timeout:
+            self.log.warning(
+                "upload %s: no data for %.0f s, ending the request", self._upload_id, quiet
+            )
+            self._let_go()
+        else:
+            IOLoop.current().call_later(self.tus_config.idle_timeout - quiet, self._check_idle)
+
+    def _let_go(self) -> None:
+        """Stop receiving (takeover, idle): keep what arrived, unlock, drop the link."""
+        if self._committing:
+            return
+        self._stop_writing()
+        self._unlock()
+        self.request.connection.close()
+
+    def _stop_writing(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abort()
+
+    async def commit(self) -> FileInfo:
+        """End of the body: verify and make durable off the event loop (an fsync or the
+        final move of a big file takes seconds), then report completion."""
+        writer, self._writer = self._writer, None
+        self._committing = True
+        try:
+            info = await asyncio.get_running_loop().run_in_executor(None, writer.commit)
+        finally:
+            self._committing = False
+        if info.is_complete:
+            self.manager.completed(info)
+        return info
+
+    # ------------------------------------------------------------------ lock
+
+    async def lock(self, upload_id: str) -> None:
+        self._upload_id = upload_id
+        self._lock = await self.manager.acquire(upload_id, self._let_go)
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if not self._committing:
+            self._stop_writing()
+            self._unlock()
+
+    def on_finish(self) -> None:
+        if not self._committing:
+            self._stop_writing()
+            self._unlock()
+
+    # ------------------------------------------------------------------ responses
+
+    def set_upload_headers(self, info: FileInfo) -> None:
+        self.set_header("Upload-Offset", str(info.offset))
+        if info.expires is not None and not info.is_complete:
+            self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
+
+    @tus_errors
+    async def options(self, *args: str, **kwargs: str) -> None:
+        self.raise_refusal()
+        self.set_header("Tus-Version", ",".join(protocol.SUPPORTED_VERSIONS))
+        self.set_header("Tus-Extension", ",".join(protocol.EXTENSIONS))
+        self.set_header("Tus-Checksum-Algorithm", ",".join(CHECKSUM_ALGORITHMS))
+        if self.tus_config.max_size:
+            self.set_header("Tus-Max-Size", str(self.tus_config.max_size))
+        self.set_status(204)
+        self.finish()
+
+    def require_content_type(self) -> None:
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type.lower() != OFFSET_CONTENT_TYPE:
+            raise protocol.WrongContentType(f"Content-Type must be {OFFSET_CONTENT_TYPE}")
+
+    def body_length(self) -> int | None:
+        value = self.request.headers.get("Content-Length")
+        return None if value is None else protocol.parse_non_negative("Content-Length", value)
+
+    def check_body_fits(self, info: FileInfo, offset: int) -> None:
+        length = self.body_length()
+        if length is not None and info.size is not None and offset + length > info.size:
+            raise UploadTooLarge(
+                f"body of {length} bytes at offset {offset} goes past the upload's"
+                f" length of {info.size}"
+            )
+
+
+class UploadsHandler(TusHandler):
+    """The creation endpoint: ``api/tus/uploads`` (OPTIONS, POST)."""
+
+    _final_of: list[str] | None = None
+    _info: FileInfo | None = None
+
+    async def prepare_request(self) -> None:
+        if self.request.method != "POST":
+            return
+        headers = self.request.headers
+        concat = protocol.parse_concat(headers.get("Upload-Concat"))
+        metadata = protocol.parse_metadata(headers.get("Upload-Metadata"))
+        size = self._parse_length(concat is not None and concat[0] == "final")
+        partial = concat is not None and concat[0] == "partial"
+        if concat is not None and concat[0] == "final":
+            self._final_of = [self._id_from_url(url) for url in concat[1]]
+        self._info = await self._run(
+            self.manager.create, size, metadata, partial=partial, final_of=self._final_of
+        )
+        if self._has_body():
+            if self._final_of is not None:
+                raise UploadNotPatchable("a final concatenation takes no body")
+            self.require_content_type()
+            self.check_body_fits(self._info, 0)
+            checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+            await self.lock(self._info.id)
+            self.start_writing(self.manager.store.open_writer(self._info.id, 0, checksum))
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    def _parse_length(self, final: bool) -> int | None:
+        headers = self.request.headers
+        length, defer = headers.get("Upload-Length"), headers.get("Upload-Defer-Length")
+        if final:
+            return None
+        if length is not None and defer is not None:
+            raise protocol.InvalidHeader("send Upload-Length or Upload-Defer-Length, not both")
+        if defer is not None:
+            if defer.strip() != "1":
+                raise protocol.InvalidHeader("Upload-Defer-Length must be 1")
+            return None
+        if length is None:
+            raise protocol.InvalidHeader("missing Upload-Length (or Upload-Defer-Length: 1)")
+        size = protocol.parse_non_negative("Upload-Length", length)
+        max_size = self.tus_config.max_size
+        if max_size and size > max_size:
+            raise UploadTooLarge(f"Upload-Length {size} exceeds Tus-Max-Size {max_size}")
+        return size
+
+    def _id_from_url(self, url: str) -> str:
+        """The id of a partial upload named by URL; it must be one of this server's."""
+        path = urllib.parse.urlsplit(url).path
+        prefix = url_path_join(self.base_url, "api/tus/uploads/")
+        if not path.startswith(prefix) or "/" in path[len(prefix) :]:
+            raise protocol.InvalidHeader(f"Upload-Concat names an unknown upload URL {url[:80]!r}")
+        return path[len(prefix) :]
+
+    def _has_body(self) -> bool:
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            return length.strip() not in ("", "0")
+        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+
+    @tus_errors
+    async def post(self) -> None:
+        if self._info is not None:
+            self.set_header("Location", self.upload_url(self._info.id))
+        self.raise_refusal()
+        info = self._info
+        if self._final_of is not None:
+            await self.lock(info.id)
+            info = await self._run(self.manager.store.concat_uploads, info.id, self._final_of)
+            self.manager.completed(info)
+        elif self._writer is not None:
+            info = await self.commit()
+        elif info.is_complete:  # an empty file is complete at creation
+            self.manager.completed(info)
+        if info.expires is not None and not info.is_complete:
+            self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
+        if self._writer is not None or self._has_body():
+            self.set_header("Upload-Offset", str(info.offset))
+        self.set_status(201)
+        self.finish()
+
+
+class UploadHandler(TusHandler):
+    """One upload: ``api/tus/uploads/<id>`` (OPTIONS, HEAD, PATCH, DELETE, GET)."""
+
+    async def prepare_request(self) -> None:
+        upload_id = self.path_kwargs.get("upload_id") or self.path_args[0]
+        method = self.request.method
+        if method == "PATCH":
+            await self._prepare_patch(upload_id)
+        elif method in ("HEAD", "DELETE"):
+            await self.lock(upload_id)
+
+    async def _prepare_patch(self, upload_id: str) -> None:
+        headers = self.request.headers
+        self.require_content_type()
+        offset = protocol.parse_non_negative("Upload-Offset", headers.get("Upload-Offset"))
+        checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+        length = headers.get("Upload-Length")
+        await self.lock(upload_id)
+        info = self.manager.get_info(upload_id)
+        if info.is_final or info.is_complete:
+            raise UploadNotPatchable(f"upload {upload_id} takes no more data")
+        if length is not None:
+            size = protocol.parse_non_negative("Upload-Length", length)
+            if info.size is None:
+                info = self.manager.store.declare_length(upload_id, size)
+            elif size != info.size:
+                raise protocol.InvalidHeader(
+                    f"Upload-Length {size} differs from the upload's length {info.size}"
+                )
+        self.check_body_fits(info, offset)
+        self.start_writing(self.manager.store.open_writer(upload_id, offset, checksum))
+
+    @tus_errors
+    async def head(self, upload_id: str) -> None:
+        self.raise_refusal()
+        info = self.manager.get_info(upload_id)
+        self.set_header("Cache-Control", "no-store")
+        self.set_upload_headers(info)
+        if info.size is not None:
+            self.set_header("Upload-Length", str(info.size))
+        else:
+            self.set_header("Upload-Defer-Length", "1")
+        if info.metadata:
+            self.set_header("Upload-Metadata", protocol.format_metadata(info.metadata))
+        if info.is_partial:
+            self.set_header("Upload-Concat", "partial")
+        elif info.is_final:
+            urls = " ".join(self.upload_url(p) for p in info.partial_uploads)
+            self.set_header("Upload-Concat", f"final;{urls}")
+        self.set_status(200)
+        self.finish()
+
+    @tus_errors
+    async def patch(self, upload_id: str) -> None:
+        self.raise_refusal()
+        info = await self.commit()
+        self.set_upload_headers(info)
+        self.set_status(204)
+        self.finish()
+
+    @tus_errors
+    async def delete(self, upload_id: str) -> None:
+        self.raise_refusal()
+        self.manager.terminate(upload_id)
+        self.set_status(204)
+        self.finish()
+
+    @tus_errors
+    async def get(self, upload_id: str) -> None:
+        self.raise_refusal()
+        info = self.manager.get_complete_info(upload_id)
+        reader = self.manager.store.get_reader(upload_id)
+        with reader:
+            filetype = info.metadata.get("filetype", "").lower()
+            if not _MIME.match(filetype):
+                filetype = mimetypes.guess_type(info.filename)[0] or "application/octet-stream"
+            disposition = "inline" if filetype in INLINE_TYPES else "attachment"
+            quoted = urllib.parse.quote(info.filename)
+            self.set_header("Content-Type", filetype)
+            self.set_header("Content-Length", str(info.size or 0))
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header(
+                "Content-Disposition",
+                f"{disposition}; filename=\"{quoted}\"; filename*=UTF-8''{quoted}",
+            )
+            while block := reader.read(READ_BLOCK):
+                self.write(block)
+                await self.flush()
+        self.finish()
+
+
+def handlers() -> list[tuple[str, type[TusHandler]]]:
+    return [
+        (r"api/tus/uploads/?", UploadsHandler),
+        (r"api/tus/uploads/(?P<upload_id>[^/]+)/?", UploadHandler),
+    ]

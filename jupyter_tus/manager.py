@@ -1,0 +1,193 @@
+"""UploadManager: the logic between the HTTP handlers and the store.
+
+It owns what is neither HTTP nor storage: where an upload may land, waiting for an
+upload's lock (asking a stale holder to let go), events, and the expiry sweep. The
+handlers stay thin, as jupyter-server's contents handlers do over their manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import destinations
+from .filestore import FileStore, UploadLock
+from .store import (
+    FileInfo,
+    UploadExpired,
+    UploadIncomplete,
+    UploadLocked,
+    UploadNotFound,
+    UploadNotPatchable,
+)
+
+EVENT_SCHEMA_ID = "https://events.jupyter.org/jupyter_tus/upload/v1"
+EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "upload" / "v1.yaml"
+LOCK_POLL = 0.02
+
+
+class UploadManager:
+    """One per server: see the module docstring."""
+
+    def __init__(
+        self,
+        store: FileStore,
+        root_dir: str,
+        *,
+        allow_hidden: bool = False,
+        lock_wait: float = 20.0,
+        emit: Callable[[dict], None] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.root_dir = os.path.realpath(root_dir)
+        self.allow_hidden = allow_hidden
+        self.lock_wait = lock_wait
+        self._emit = emit
+        self.log = log or logging.getLogger(__name__)
+
+    # ------------------------------------------------------------------ creation
+
+    def create(
+        self,
+        size: int | None,
+        metadata: dict[str, str],
+        *,
+        partial: bool = False,
+        final_of: list[str] | None = None,
+    ) -> FileInfo:
+        """Check the destination and create the upload (not yet its bytes)."""
+        dest = None if partial else destinations.resolve(
+            self.root_dir, metadata, allow_hidden=self.allow_hidden
+        )
+        info = FileInfo(
+            size=size,
+            metadata=metadata,
+            is_partial=partial,
+            is_final=final_of is not None,
+            partial_uploads=list(final_of or []),
+            path=str(dest.path) if dest else None,
+            overwrite=bool(dest and dest.overwrite),
+        )
+        if final_of is not None:
+            info.size = self._final_size(final_of)
+        upload_id = self.store.new_upload(info)
+        self.log.info("upload %s created: %s", upload_id, self.describe(info))
+        return self.store.get_info(upload_id)
+
+    def _final_size(self, partial_ids: list[str]) -> int:
+        total = 0
+        for pid in partial_ids:
+            info = self.store.get_info(pid)
+            if not info.is_partial:
+                raise UploadNotPatchable(f"upload {pid} is not a partial upload")
+            if not info.is_complete:
+                raise UploadIncomplete(
+                    f"partial upload {pid} is not complete ({info.offset} of {info.size} bytes)"
+                )
+            total += info.size or 0
+        return total
+
+    def describe(self, info: FileInfo) -> str:
+        where = self.relative(info.path) if info.path else "(stays in the store)"
+        size = "deferred length" if info.size is None else f"{info.size} bytes"
+        return f"{info.filename} -> {where}, {size}"
+
+    def relative(self, path: str | None) -> str | None:
+        """A landed path as the contents API names it (relative to root_dir)."""
+        if path is None:
+            return None
+        try:
+            return Path(path).relative_to(self.root_dir).as_posix()
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------------ reading
+
+    def get_info(self, upload_id: str) -> FileInfo:
+        """The upload's info; UploadExpired once its expiry has passed."""
+        info = self.store.get_info(upload_id)
+        if info.expires is not None and info.expires <= time.time():
+            raise UploadExpired(f"upload {upload_id} expired and will be removed")
+        return info
+
+    def get_complete_info(self, upload_id: str) -> FileInfo:
+        info = self.store.get_info(upload_id)
+        if not info.is_complete:
+            raise UploadIncomplete(
+                f"upload {upload_id} is not complete: {info.offset} of {info.size} bytes"
+            )
+        return info
+
+    # ------------------------------------------------------------------ locking
+
+    async def acquire(self, upload_id: str, on_release_request: Callable[[], None]) -> UploadLock:
+        """Take the upload's lock for one request.
+
+        When another request of this server holds it (a PATCH on a connection that went
+        quiet), that request is asked to stop: it keeps what it wrote and lets go. We
+        wait for that at most ``lock_wait`` seconds, then refuse with UploadLocked."""
+        lock = self.store.lock(upload_id)
+        deadline = time.monotonic() + self.lock_wait
+        asked = False
+        while not lock.acquire(blocking=False):
+            if not asked:
+                asked = self.store.request_release(upload_id)
+                if asked:
+                    self.log.info("upload %s: asked the current request to let go", upload_id)
+            if time.monotonic() >= deadline:
+                raise UploadLocked(
+                    f"upload {upload_id} is busy with another request that did not let go"
+                    f" within {self.lock_wait:g} s"
+                )
+            await asyncio.sleep(LOCK_POLL)
+        self.store.on_release_request(upload_id, on_release_request)
+        return lock
+
+    # ------------------------------------------------------------------ outcomes
+
+    def completed(self, info: FileInfo) -> None:
+        self.log.info("upload %s complete: %s", info.id, self.describe(info))
+        self._send_event("completed", info)
+
+    def terminate(self, upload_id: str, action: str = "terminated") -> None:
+        """Remove an upload (the caller holds its lock)."""
+        info = self.store.get_info(upload_id)
+        self.store.terminate(upload_id)
+        self.log.info("upload %s %s: %s", upload_id, action, self.describe(info))
+        self._send_event(action, info)
+
+    def _send_event(self, action: str, info: FileInfo) -> None:
+        if self._emit is None:
+            return
+        data = {"action": action, "id": info.id, "filename": info.filename, "offset": info.offset}
+        if info.size is not None:
+            data["size"] = info.size
+        relative = self.relative(info.path) if info.is_complete else None
+        if relative is not None:
+            data["path"] = relative
+        self._emit(data)
+
+    # ------------------------------------------------------------------ expiry
+
+    def remove_expired(self) -> list[str]:
+        """Remove expired unfinished uploads whose lock is free right now (an upload
+        being written holds its lock, so it is never removed under a writer)."""
+        removed = []
+        for upload_id in list(self.store.expired_uploads()):
+            lock = self.store.lock(upload_id)
+            try:
+                if not lock.acquire(blocking=False):
+                    continue
+            except UploadNotFound:
+                continue
+            try:
+                self.terminate(upload_id, action="expired")
+                removed.append(upload_id)
+            finally:
+                lock.release()
+        return removed

@@ -1,0 +1,204 @@
+"""The storage side of tus: what an upload is and what a store must do with it.
+
+This module knows nothing of HTTP, tornado or Jupyter, so that a kernel, a script or
+a test can use a store directly. It mirrors tusd's ``DataStore`` design: a small core
+interface (create, write at an offset, describe, read) and the optional capabilities
+(terminate, concatenate, declare a deferred length, lock) as separate protocols, so a
+front end advertises an extension only when its store really has it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """Base class of every error a store raises on purpose.
+
+    Each subclass names one way an operation can be refused; the HTTP layer maps each
+    of them to one status code, as tusd's ``ErrXxx`` values do.
+    """
+
+
+class UploadNotFound(StoreError, KeyError):
+    """No upload has this id (never had, or it was terminated or expired)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; a reason reads better
+        return str(self.args[0]) if self.args else "upload not found"
+
+
+class UploadExpired(StoreError):
+    """The upload was left unfinished past its expiry; it is about to be removed."""
+
+
+class OffsetMismatch(StoreError):
+    """A write started somewhere else than at the upload's current offset."""
+
+    def __init__(self, expected: int, given: int) -> None:
+        super().__init__(f"upload is at offset {expected}, request starts at {given}")
+        self.expected = expected
+        self.given = given
+
+
+class UploadTooLarge(StoreError):
+    """A write or a declared length goes past the upload's size or the store's limit."""
+
+
+class UploadLocked(StoreError):
+    """Another writer holds the upload's lock and did not let go in time."""
+
+
+class ChecksumMismatch(StoreError):
+    """The bytes of a write do not match the checksum that came with them."""
+
+
+class UploadIncomplete(StoreError):
+    """The operation needs every byte of the upload, and some are still missing."""
+
+
+class UploadNotPatchable(StoreError):
+    """The upload takes no writes (a final concatenation, or it has already landed)."""
+
+
+class LengthAlreadyDeclared(StoreError):
+    """``declare_length`` on an upload whose size is already known."""
+
+
+class DestinationRefused(StoreError):
+    """The destination of an upload is not allowed (outside the root, hidden, ...)."""
+
+
+class DestinationExists(DestinationRefused):
+    """A file already exists where the upload would land, and overwrite was not asked."""
+
+
+class InsufficientStorage(StoreError):
+    """The disk is full, or too full to take the announced size."""
+
+
+# --------------------------------------------------------------------------- FileInfo
+
+
+@dataclasses.dataclass
+class FileInfo:
+    """What a store knows of one upload; saved as ``<id>.info`` by the file store.
+
+    ``size`` is None while the length is deferred. ``offset`` is the number of bytes
+    really stored. ``path`` is where the finished file lands (absolute); None keeps a
+    finished upload in the store (partial uploads, or a store used without a workspace).
+    """
+
+    id: str = ""
+    size: int | None = None
+    offset: int = 0
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    is_partial: bool = False
+    is_final: bool = False
+    partial_uploads: list[str] = dataclasses.field(default_factory=list)
+    path: str | None = None
+    is_complete: bool = False
+    overwrite: bool = False
+    created: float = dataclasses.field(default_factory=time.time)
+    expires: float | None = None
+    # Set while a checksummed write is in progress: the offset to fall back to if it
+    # cannot be verified (a crash mid-write must not count unverified bytes).
+    unverified_from: int | None = None
+
+    @property
+    def filename(self) -> str:
+        """The name the client gave the file, or the id when it gave none."""
+        return self.metadata.get("filename") or self.id
+
+    @property
+    def size_is_deferred(self) -> bool:
+        return self.size is None and not self.is_final
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> FileInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def _repr_html_(self) -> str:
+        from .display import file_info_html
+
+        return file_info_html([self])
+
+
+@dataclasses.dataclass(frozen=True)
+class Checksum:
+    """An expected digest for the bytes of one write: ``algorithm`` and raw ``digest``."""
+
+    algorithm: str
+    digest: bytes
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+class ChunkWriter(Protocol):
+    """Receives the bytes of one write as they arrive, then commits or gives up.
+
+    The push form suits a web server that is handed the body piece by piece; the
+    stores' ``write_chunk`` is the pull form built on it.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> FileInfo:
+        """Verify (checksum), make durable as configured, and return the new info."""
+
+    def abort(self) -> FileInfo:
+        """Keep the bytes that arrived (unless a checksum makes them unverifiable)."""
+
+
+@runtime_checkable
+class DataStore(Protocol):
+    """The core every store has: create, write at an offset, describe, read."""
+
+    def new_upload(self, info: FileInfo) -> str: ...
+
+    def write_chunk(self, upload_id: str, offset: int, src: BinaryIO) -> int: ...
+
+    def open_writer(
+        self, upload_id: str, offset: int, checksum: Checksum | None = None
+    ) -> ChunkWriter: ...
+
+    def get_info(self, upload_id: str) -> FileInfo: ...
+
+    def get_reader(self, upload_id: str) -> BinaryIO: ...
+
+    def list_uploads(self) -> list[FileInfo]: ...
+
+
+@runtime_checkable
+class TerminaterDataStore(Protocol):
+    def terminate(self, upload_id: str) -> None: ...
+
+
+@runtime_checkable
+class ConcaterDataStore(Protocol):
+    def concat_uploads(self, final_id: str, partial_ids: Iterable[str]) -> FileInfo: ...
+
+
+@runtime_checkable
+class LengthDeclarableDataStore(Protocol):
+    def declare_length(self, upload_id: str, size: int) -> FileInfo: ...
+
+
+@runtime_checkable
+class LockerDataStore(Protocol):
+    def lock(self, upload_id: str, timeout: float | None = None) -> AbstractContextManager: ...
+
+
+@runtime_checkable
+class ExpiringDataStore(Protocol):
+    def expired_uploads(self, now: float | None = None) -> Iterator[str]: ...

@@ -1,0 +1,345 @@
+"""One test per tus 1.0.0 rule, against a real jupyter server with the extension."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+
+import pytest
+
+from .conftest import OFFSET_TYPE, sha256
+
+DATA = bytes(range(256)) * 40  # 10 KiB
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+async def test_options_advertises_version_and_extensions(tus):
+    r = await tus.request("OPTIONS", headers={"Tus-Resumable": None})
+    assert r.code == 204
+    assert r.headers["Tus-Resumable"] == "1.0.0"
+    assert r.headers["Tus-Version"] == "1.0.0"
+    extensions = set(r.headers["Tus-Extension"].split(","))
+    assert extensions == {
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "concatenation",
+        "checksum",
+        "expiration",
+    }
+    assert {"sha1", "md5", "sha256", "crc32"} <= set(r.headers["Tus-Checksum-Algorithm"].split(","))
+
+
+@pytest.mark.parametrize("version", [None, "0.2.2", "2.0.0"])
+async def test_wrong_version_is_412_with_tus_version(tus, version):
+    r = await tus.request("POST", headers={"Tus-Resumable": version, "Upload-Length": "10"})
+    assert r.code == 412
+    assert r.headers["Tus-Version"] == "1.0.0"
+
+
+async def test_full_upload_lands_in_workspace(tus, jp_root_dir):
+    uid = await tus.create_id(len(DATA), {"filename": "data.bin"})
+    assert len(uid) >= 22
+    r = await tus.patch(uid, 0, DATA[:4000])
+    assert r.code == 204 and r.headers["Upload-Offset"] == "4000"
+    r = await tus.head(uid)
+    assert r.code == 200
+    assert r.headers["Upload-Offset"] == "4000"
+    assert r.headers["Upload-Length"] == str(len(DATA))
+    assert r.headers["Cache-Control"] == "no-store"
+    assert "filename" in r.headers["Upload-Metadata"]
+    r = await tus.patch(uid, 4000, DATA[4000:])
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(len(DATA))
+    assert (jp_root_dir / "data.bin").read_bytes() == DATA
+    assert not (jp_root_dir / ".tus" / uid).exists()
+
+
+async def test_location_is_under_base_url(tus, jp_base_url):
+    r = await tus.create(10, {"filename": "a.txt"})
+    assert r.code == 201
+    assert r.headers["Location"].startswith(jp_base_url + "api/tus/uploads/")
+    assert "Upload-Expires" in r.headers
+
+
+async def test_upload_into_subfolder_is_created(tus, jp_root_dir):
+    uid = await tus.create_id(3, {"filename": "x.txt", "path": "deep/er"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    assert (jp_root_dir / "deep" / "er" / "x.txt").read_bytes() == b"abc"
+
+
+async def test_creation_with_upload(tus, jp_root_dir):
+    r = await tus.create(len(DATA), {"filename": "cwu.bin"}, body=DATA[:1000])
+    assert r.code == 201
+    assert r.headers["Upload-Offset"] == "1000"
+    uid = r.headers["Location"].rsplit("/", 1)[-1]
+    assert (await tus.patch(uid, 1000, DATA[1000:])).code == 204
+    assert (jp_root_dir / "cwu.bin").read_bytes() == DATA
+
+
+async def test_creation_with_whole_body_completes(tus, jp_root_dir):
+    r = await tus.create(len(DATA), {"filename": "whole.bin"}, body=DATA)
+    assert r.code == 201 and r.headers["Upload-Offset"] == str(len(DATA))
+    assert (jp_root_dir / "whole.bin").read_bytes() == DATA
+
+
+async def test_empty_file_completes_at_creation(tus, jp_root_dir):
+    assert (await tus.create(0, {"filename": "empty.txt"})).code == 201
+    assert (jp_root_dir / "empty.txt").read_bytes() == b""
+
+
+async def test_missing_length_is_400(tus):
+    r = await tus.request("POST")
+    assert r.code == 400
+    assert b"Upload-Length" in r.body
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", ""])
+async def test_bad_length_is_400(tus, value):
+    assert (await tus.request("POST", headers={"Upload-Length": value})).code == 400
+
+
+async def test_length_and_defer_together_is_400(tus):
+    r = await tus.request("POST", headers={"Upload-Length": "5", "Upload-Defer-Length": "1"})
+    assert r.code == 400
+
+
+async def test_defer_length(tus, jp_root_dir):
+    uid = await tus.create_id(None, {"filename": "deferred.bin"})
+    r = await tus.head(uid)
+    assert r.headers["Upload-Defer-Length"] == "1"
+    assert "Upload-Length" not in r.headers
+    assert (await tus.patch(uid, 0, DATA[:100])).code == 204
+    r = await tus.patch(uid, 100, DATA[100:], headers={"Upload-Length": str(len(DATA))})
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(len(DATA))
+    assert (jp_root_dir / "deferred.bin").read_bytes() == DATA
+
+
+async def test_patch_wrong_content_type_is_415(tus):
+    uid = await tus.create_id(10)
+    r = await tus.request(
+        "PATCH",
+        uid,
+        headers={"Content-Type": "application/json", "Upload-Offset": "0"},
+        body=b"0123456789",
+    )
+    assert r.code == 415
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "0"
+
+
+async def test_patch_offset_mismatch_is_409(tus):
+    uid = await tus.create_id(10)
+    assert (await tus.patch(uid, 0, b"01234")).code == 204
+    r = await tus.patch(uid, 3, b"34567")
+    assert r.code == 409
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "5"
+
+
+async def test_patch_missing_offset_is_400(tus):
+    uid = await tus.create_id(10)
+    r = await tus.request("PATCH", uid, headers=OFFSET_TYPE, body=b"x")
+    assert r.code == 400
+
+
+async def test_patch_past_length_is_413_and_writes_nothing(tus):
+    uid = await tus.create_id(10)
+    r = await tus.patch(uid, 0, b"x" * 11)
+    assert r.code == 413
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "0"
+
+
+@pytest.mark.parametrize("tus_config", [{"max_size": 1000}])
+async def test_max_size(tus, tus_config):
+    r = await tus.request("OPTIONS")
+    assert r.headers["Tus-Max-Size"] == "1000"
+    assert (await tus.create(1001)).code == 413
+    assert (await tus.create(1000)).code == 201
+
+
+async def test_unknown_upload_is_404(tus):
+    fake = "A" * 32
+    assert (await tus.head(fake)).code == 404
+    assert (await tus.patch(fake, 0, b"x")).code == 404
+
+
+async def test_termination(tus, staging):
+    uid = await tus.create_id(100, {"filename": "gone.bin"})
+    assert (await tus.patch(uid, 0, b"x" * 50)).code == 204
+    assert (await tus.request("DELETE", uid)).code == 204
+    assert (await tus.head(uid)).code in (404, 410)
+    assert (await tus.patch(uid, 50, b"x")).code in (404, 410)
+    assert not any(p.name.startswith(uid) for p in staging.iterdir())
+
+
+async def test_method_override(tus):
+    uid = await tus.create_id(10)
+    r = await tus.request("POST", uid, headers={"X-HTTP-Method-Override": "DELETE"})
+    assert r.code == 204
+    assert (await tus.head(uid)).code == 404
+    uid = await tus.create_id(4)
+    r = await tus.request(
+        "POST",
+        uid,
+        headers={**OFFSET_TYPE, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"},
+        body=b"abcd",
+    )
+    assert r.code == 204 and r.headers["Upload-Offset"] == "4"
+
+
+@pytest.mark.parametrize(
+    "algo,digest",
+    [
+        ("sha1", hashlib.sha1(DATA).digest()),
+        ("md5", hashlib.md5(DATA).digest()),
+        ("sha256", hashlib.sha256(DATA).digest()),
+        ("crc32", zlib.crc32(DATA).to_bytes(4, "big")),
+    ],
+)
+async def test_checksum_accepted(tus, algo, digest):
+    uid = await tus.create_id(len(DATA))
+    r = await tus.patch(uid, 0, DATA, headers={"Upload-Checksum": f"{algo} {b64(digest)}"})
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(len(DATA))
+
+
+async def test_checksum_mismatch_is_460_and_offset_unchanged(tus, staging):
+    uid = await tus.create_id(len(DATA))
+    assert (await tus.patch(uid, 0, DATA[:10])).code == 204
+    bad = b64(hashlib.sha1(b"other").digest())
+    r = await tus.patch(uid, 10, DATA[10:], headers={"Upload-Checksum": f"sha1 {bad}"})
+    assert r.code == 460
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "10"
+    assert (staging / uid).stat().st_size == 10
+
+
+async def test_unsupported_checksum_algorithm_is_400(tus):
+    uid = await tus.create_id(4)
+    r = await tus.patch(uid, 0, b"abcd", headers={"Upload-Checksum": f"whirlpool {b64(b'x')}"})
+    assert r.code == 400
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "0"
+
+
+async def test_concatenation(tus, jp_root_dir, jp_base_url, staging):
+    a = await tus.create_id(4000, headers={"Upload-Concat": "partial"})
+    b = await tus.create_id(len(DATA) - 4000, headers={"Upload-Concat": "partial"})
+    r = await tus.head(a)
+    assert r.headers["Upload-Concat"] == "partial"
+    assert (await tus.patch(b, 0, DATA[4000:])).code == 204
+    assert (await tus.patch(a, 0, DATA[:4000])).code == 204
+    urls = f"{jp_base_url}api/tus/uploads/{a} {jp_base_url}api/tus/uploads/{b}"
+    r = await tus.create(
+        None,
+        {"filename": "joined.bin"},
+        headers={"Upload-Concat": f"final;{urls}", "Upload-Defer-Length": None},
+    )
+    assert r.code == 201, r.body
+    final = r.headers["Location"].rsplit("/", 1)[-1]
+    assert (jp_root_dir / "joined.bin").read_bytes() == DATA
+    r = await tus.head(final)
+    assert r.headers["Upload-Offset"] == str(len(DATA))
+    assert r.headers["Upload-Concat"].startswith("final;")
+    # a final upload takes no PATCH
+    assert (await tus.patch(final, len(DATA), b"x")).code == 403
+
+
+async def test_concatenation_of_unfinished_partial_is_400(tus, jp_base_url):
+    a = await tus.create_id(10, headers={"Upload-Concat": "partial"})
+    r = await tus.create(
+        None,
+        {"filename": "never.bin"},
+        headers={
+            "Upload-Concat": f"final;{jp_base_url}api/tus/uploads/{a}",
+            "Upload-Defer-Length": None,
+        },
+    )
+    assert r.code == 400
+
+
+async def test_get_streams_finished_upload(tus):
+    uid = await tus.create_id(len(DATA), {"filename": "page.html", "filetype": "text/html"})
+    assert (await tus.patch(uid, 0, DATA)).code == 204
+    r = await tus.request("GET", uid, headers={"Tus-Resumable": None})
+    assert r.code == 200
+    assert sha256(r.body) == sha256(DATA)
+    assert r.headers["Content-Length"] == str(len(DATA))
+    assert r.headers["Content-Type"] == "text/html"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Content-Disposition"].startswith("attachment;")
+    assert "page.html" in r.headers["Content-Disposition"]
+
+
+async def test_get_inline_for_safe_type(tus):
+    uid = await tus.create_id(3, {"filename": "a.png", "filetype": "image/png"})
+    await tus.patch(uid, 0, b"png")
+    r = await tus.request("GET", uid)
+    assert r.headers["Content-Disposition"].startswith("inline;")
+
+
+async def test_get_refuses_unfinished_upload(tus):
+    uid = await tus.create_id(10, {"filename": "half.bin"})
+    await tus.patch(uid, 0, b"12345")
+    r = await tus.request("GET", uid)
+    assert r.code == 400
+    assert b"5 of 10" in r.body
+
+
+async def test_name_clash_is_409_at_creation(tus, jp_root_dir):
+    (jp_root_dir / "taken.txt").write_text("mine")
+    r = await tus.create(3, {"filename": "taken.txt"})
+    assert r.code == 409
+    assert b"already exists" in r.body
+    assert (jp_root_dir / "taken.txt").read_text() == "mine"
+
+
+async def test_overwrite_replaces(tus, jp_root_dir):
+    (jp_root_dir / "taken.txt").write_text("mine")
+    uid = await tus.create_id(3, {"filename": "taken.txt", "overwrite": "true"})
+    assert (await tus.patch(uid, 0, b"new")).code == 204
+    assert (jp_root_dir / "taken.txt").read_bytes() == b"new"
+
+
+async def test_name_taken_during_upload_gets_unique_name(tus, jp_root_dir):
+    uid = await tus.create_id(3, {"filename": "race.txt"})
+    (jp_root_dir / "race.txt").write_text("someone else")
+    assert (await tus.patch(uid, 0, b"new")).code == 204
+    assert (jp_root_dir / "race.txt").read_text() == "someone else"
+    assert (jp_root_dir / "race (1).txt").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"filename": "../escape.txt"},
+        {"filename": "x.txt", "path": "../outside"},
+        {"filename": "x.txt", "path": "a/../../outside"},
+        {"filename": "x.txt", "path": "/etc"},
+        {"filename": ".hidden"},
+        {"filename": "x.txt", "path": ".secret"},
+        {"filename": "x.txt", "path": ".tus"},
+        {"filename": "a\x00b"},
+    ],
+)
+async def test_refused_destinations_write_nothing(tus, jp_root_dir, metadata):
+    before = sorted(p.relative_to(jp_root_dir.parent) for p in jp_root_dir.parent.rglob("*"))
+    r = await tus.create(3, metadata)
+    assert r.code in (400, 403)
+    assert b"message" in r.body
+    after = sorted(p.relative_to(jp_root_dir.parent) for p in jp_root_dir.parent.rglob("*"))
+    assert before == after
+
+
+async def test_symlink_out_of_root_refused(tus, jp_root_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (jp_root_dir / "link").symlink_to(outside)
+    r = await tus.create(3, {"filename": "x.txt", "path": "link"})
+    assert r.code == 403
+    assert list(outside.iterdir()) == []
+
+
+async def test_error_messages_do_not_leak_server_paths(tus, jp_root_dir):
+    r = await tus.create(3, {"filename": "x.txt", "path": "../../etc"})
+    assert str(jp_root_dir).encode() not in r.body
