@@ -143,7 +143,9 @@ class UploadLock:
         try:
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not blocking or deadline else 0))
+                    fcntl.flock(
+                        fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not blocking or deadline else 0)
+                    )
                     break
                 except BlockingIOError:
                     if not blocking or (deadline is not None and time.monotonic() >= deadline):

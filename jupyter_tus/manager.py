@@ -61,8 +61,10 @@ class UploadManager:
         final_of: list[str] | None = None,
     ) -> FileInfo:
         """Check the destination and create the upload (not yet its bytes)."""
-        dest = None if partial else destinations.resolve(
-            self.root_dir, metadata, allow_hidden=self.allow_hidden
+        dest = (
+            None
+            if partial
+            else destinations.resolve(self.root_dir, metadata, allow_hidden=self.allow_hidden)
         )
         info = FileInfo(
             size=size,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import pytest
 from tornado.httpclient import HTTPResponse
 
-
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_TYPE = {"Content-Type": "application/offset+octet-stream"}
 
@@ -111,3 +110,16 @@ def tus_app(jp_serverapp):
 @pytest.fixture
 def staging(jp_root_dir):
     return jp_root_dir / ".tus"
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    """A real ``jupyter server`` process with the extension, on a fresh root_dir."""
+    from .servers import JupyterProcess
+
+    root = tmp_path / "root"
+    root.mkdir()
+    server = JupyterProcess(root)
+    server.start()
+    yield server
+    server.stop()

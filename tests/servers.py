@@ -1,0 +1,135 @@
+"""A real ``jupyter server`` (or ``jupyter lab``) process for tests that need one:
+restarts, kills, real clients in other processes, browsers.
+
+    with JupyterProcess(root_dir) as server:
+        requests.get(server.url + "api/status", headers=server.auth)
+        server.kill(); server.start()   # same port, token and root_dir
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterProcess:
+    """One server process on 127.0.0.1; ``start()`` again after ``kill()``/``stop()``
+    brings it back on the same port, token and root_dir."""
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike,
+        *,
+        app: str = "server",
+        base_url: str = "/",
+        port: int | None = None,
+        token: str | None = None,
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        log_path: str | os.PathLike | None = None,
+    ) -> None:
+        self.root_dir = Path(root_dir)
+        self.app = app
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.port = port or free_port()
+        self.token = token if token is not None else secrets.token_hex(16)
+        self.args = list(args)
+        self.env = env or {}
+        self.log_path = (
+            Path(log_path) if log_path else self.root_dir.parent / f"{app}-{self.port}.log"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
+
+    @property
+    def endpoint(self) -> str:
+        return self.url + "api/tus/uploads"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "jupyter"),
+            self.app,
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            f"--ServerApp.root_dir={self.root_dir}",
+            f"--ServerApp.base_url={self.base_url}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.allow_root=True",
+            *self.args,
+        ]
+
+    def start(self, timeout: float = 60) -> JupyterProcess:
+        env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **self.env}
+        env.pop("JUPYTER_TUS_DIR", None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                r = requests.get(self.url + "api/status", headers=self.auth, timeout=2)
+                if r.status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> JupyterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
