@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -603,9 +602,9 @@ class FileChunkWriter:
             # must not count the bytes of this write.
             info.unverified_from = offset
             store._save_info(info)
-        self._file = open(store._data_path(info.id), "r+b", buffering=0)
+        # Kept open for the whole request; closed by commit() or abort().
+        self._file = open(store._data_path(info.id), "r+b", buffering=0)  # noqa: SIM115
         self._file.seek(offset)
-        self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now. Past the upload's size, the part that fits is kept and
