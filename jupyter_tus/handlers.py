@@ -442,6 +442,8 @@ class UploadHandler(TusHandler):
                 raise protocol.InvalidHeader(
                     f"Upload-Length {size} differs from the upload's length {info.size}"
                 )
+        if offset != info.offset:
+            raise OffsetMismatch(info.offset, offset)
         self.check_body_fits(info, offset)
         self.start_writing(self.manager.store.open_writer(upload_id, offset, checksum))
 
