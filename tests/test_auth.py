@@ -29,8 +29,6 @@ async def test_unauthenticated_requests_are_refused(tus, staging, method, author
     assert (await tus.head(uid)).headers["Upload-Offset"] == "0"
 
 
-
-
 async def test_authorizer_is_asked(tus, jp_serverapp):
     from jupyter_server.auth import Authorizer
 

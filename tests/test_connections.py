@@ -29,7 +29,9 @@ class RawPatch:
             "Content-Length": str(self.length),
             "Host": f"127.0.0.1:{self.port}",
         }
-        head = f"PATCH {self.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"PATCH {self.path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
         self.writer.write(head.encode() + b"\r\n")
         await self.writer.drain()
 
@@ -57,7 +59,11 @@ async def wait_for(predicate, timeout: float = 15.0) -> None:
 def raw_patch(jp_http_port, jp_base_url, jp_auth_header):
     def make(upload_id: str, offset: int, length: int) -> RawPatch:
         return RawPatch(
-            jp_http_port, f"{jp_base_url}api/tus/uploads/{upload_id}", jp_auth_header, offset, length
+            jp_http_port,
+            f"{jp_base_url}api/tus/uploads/{upload_id}",
+            jp_auth_header,
+            offset,
+            length,
         )
 
     return make
