@@ -1,0 +1,90 @@
+"""The Jupyter side: settings, events, expiry, the environment kernels inherit."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from jupyter_tus.manager import EVENT_SCHEMA_ID
+
+
+@pytest.fixture
+def events(jp_serverapp):
+    received: list[dict] = []
+
+    async def listener(logger, schema_id, data):
+        received.append(dict(data))
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
+    return received
+
+
+async def wait_events(events, n):
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(events) < n:
+        assert time.monotonic() < deadline, events
+        await asyncio.sleep(0.01)
+
+
+async def test_events_on_completion_and_termination(tus, events):
+    uid = await tus.create_id(3, {"filename": "ev.txt", "path": "sub"})
+    await tus.patch(uid, 0, b"abc")
+    await wait_events(events, 1)
+    assert events[0] == {
+        "action": "completed",
+        "id": uid,
+        "filename": "ev.txt",
+        "path": "sub/ev.txt",
+        "size": 3,
+        "offset": 3,
+    }
+    other = await tus.create_id(3, {"filename": "stop.txt"})
+    assert (await tus.request("DELETE", other)).code == 204
+    await wait_events(events, 2)
+    assert events[1]["action"] == "terminated" and events[1]["id"] == other
+
+
+async def test_staging_dir_is_exported_for_kernels(tus_app, staging):
+    assert os.environ["JUPYTER_TUS_DIR"] == str(staging)
+    assert staging.is_dir()
+
+
+@pytest.mark.parametrize("tus_config", [{"staging_dir": "elsewhere/stage"}])
+async def test_staging_dir_setting(tus, jp_root_dir, tus_config):
+    uid = await tus.create_id(10)
+    assert (jp_root_dir / "elsewhere" / "stage" / f"{uid}.info").exists()
+
+
+@pytest.mark.parametrize("tus_config", [{"expiration": 0.001}])
+async def test_expired_upload_is_gone_and_swept(tus, tus_app, staging, tus_config):
+    uid = await tus.create_id(10, {"filename": "late.txt"})
+    held = await tus.create_id(10, {"filename": "busy.txt"})
+    r = await tus.head(uid)
+    assert r.code == 410
+    lock = tus_app.manager.store.lock(held)
+    assert lock.acquire(blocking=False)  # as a PATCH in flight holds it
+    try:
+        removed = tus_app.manager.remove_expired()
+    finally:
+        lock.release()
+    assert removed == [uid]
+    assert (await tus.head(uid)).code == 404
+    assert (staging / f"{held}.info").exists()
+
+
+async def test_upload_expires_header_on_head_and_patch(tus):
+    uid = await tus.create_id(10)
+    first = (await tus.head(uid)).headers["Upload-Expires"]
+    assert first.endswith("GMT")
+    r = await tus.patch(uid, 0, b"12345")
+    assert "Upload-Expires" in r.headers
+
+
+@pytest.mark.parametrize("tus_config", [{"expiration": 0}])
+async def test_expiration_off(tus, tus_config):
+    r = await tus.create(10)
+    assert "Upload-Expires" not in r.headers

@@ -1,0 +1,246 @@
+"""FileStore on its own: no server, no HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from jupyter_tus import FileInfo, FileStore, UploadLocked, UploadNotFound
+from jupyter_tus.store import (
+    Checksum,
+    ChecksumMismatch,
+    OffsetMismatch,
+    UploadIncomplete,
+    UploadNotPatchable,
+    UploadTooLarge,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FileStore(tmp_path / "staging")
+
+
+def test_upload_without_destination_stays_in_store(store):
+    uid = store.new_upload(FileInfo(size=6, metadata={"filename": "x"}))
+    with store.lock(uid):
+        assert store.write_chunk(uid, 0, io.BytesIO(b"abc")) == 3
+        assert store.get_info(uid).offset == 3
+        store.write_chunk(uid, 3, io.BytesIO(b"def"))
+    info = store.get_info(uid)
+    assert info.is_complete and info.offset == 6 and info.path is None
+    with store.get_reader(uid) as reader:
+        assert reader.read() == b"abcdef"
+        reader.seek(2)
+        assert reader.read(2) == b"cd"
+
+
+def test_ids_are_random_and_long(store):
+    ids = {store.new_upload(FileInfo(size=1)) for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(i) >= 22 for i in ids)  # >= 128 bits of token_urlsafe
+
+
+def test_unknown_and_malformed_ids(store):
+    for bad in ["A" * 32, "../../etc/passwd", "", "a/b" * 10]:
+        with pytest.raises(UploadNotFound):
+            store.get_info(bad)
+        with pytest.raises(KeyError):  # documented: a KeyError subclass
+            store.get_reader(bad)
+
+
+def test_offset_is_the_data_on_disk(store):
+    uid = store.new_upload(FileInfo(size=100))
+    (store.directory / uid).write_bytes(b"x" * 42)  # as if a crash cut a write short
+    assert store.get_info(uid).offset == 42
+    with pytest.raises(OffsetMismatch):
+        store.write_chunk(uid, 50, io.BytesIO(b"y"))
+
+
+def test_too_much_data_keeps_what_fits(store):
+    uid = store.new_upload(FileInfo(size=4))
+    with pytest.raises(UploadTooLarge):
+        store.write_chunk(uid, 0, io.BytesIO(b"123456"))
+    assert store.get_info(uid).offset == 4
+
+
+def test_checksum_mismatch_leaves_offset(store):
+    uid = store.new_upload(FileInfo(size=10))
+    store.write_chunk(uid, 0, io.BytesIO(b"12345"))
+    with pytest.raises(ChecksumMismatch):
+        store.write_chunk(uid, 5, io.BytesIO(b"67890"), Checksum("sha1", b"\0" * 20))
+    assert store.get_info(uid).offset == 5
+    assert (store.directory / uid).read_bytes() == b"12345"
+
+
+def test_unverified_bytes_never_count(store):
+    """A crash in the middle of a checksummed write: the offset stays at its start."""
+    uid = store.new_upload(FileInfo(size=10))
+    writer = store.open_writer(uid, 0, Checksum("md5", b"\0" * 16))
+    writer.write(b"1234567")
+    assert store.get_info(uid).offset == 0  # while unverified
+    # the process dies here: no commit, no abort
+    assert store.get_info(uid).offset == 0
+    assert store.recover() == [f"cut {uid} back to its last verified offset 0"]
+    assert (store.directory / uid).read_bytes() == b""
+
+
+def test_declare_length(store):
+    uid = store.new_upload(FileInfo(size=None))
+    store.write_chunk(uid, 0, io.BytesIO(b"abc"))
+    assert store.get_info(uid).size is None
+    info = store.declare_length(uid, 3)
+    assert info.is_complete and info.size == 3
+
+
+def test_lands_in_destination_and_never_clobbers(store, tmp_path):
+    dest = tmp_path / "work" / "data.csv"
+    first = store.new_upload(FileInfo(size=1, path=str(dest)))
+    second = store.new_upload(FileInfo(size=1, path=str(dest)))
+    store.write_chunk(first, 0, io.BytesIO(b"1"))
+    store.write_chunk(second, 0, io.BytesIO(b"2"))
+    assert dest.read_bytes() == b"1"
+    assert (tmp_path / "work" / "data (1).csv").read_bytes() == b"2"
+    assert store.get_info(second).path == str(tmp_path / "work" / "data (1).csv")
+    info = json.loads((store.directory / f"{second}.info").read_text())
+    assert info["path"].endswith("data (1).csv") and info["is_complete"]
+
+
+def test_overwrite_replaces(store, tmp_path):
+    dest = tmp_path / "data.csv"
+    dest.write_text("old")
+    uid = store.new_upload(FileInfo(size=3, path=str(dest), overwrite=True))
+    store.write_chunk(uid, 0, io.BytesIO(b"new"))
+    assert dest.read_text() == "new"
+
+
+def test_lands_across_filesystems(tmp_path):
+    shm = "/dev/shm"
+    if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.fail("/dev/shm and the test's tmp_path share a filesystem on this machine")
+    staging = FileStore(f"{shm}/jupyter-tus-test-{os.getpid()}")
+    try:
+        dest = tmp_path / "far.bin"
+        uid = staging.new_upload(FileInfo(size=5, path=str(dest)))
+        staging.write_chunk(uid, 0, io.BytesIO(b"hello"))
+        assert dest.read_bytes() == b"hello"
+        assert not (staging.directory / uid).exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tus-tmp")]
+    finally:
+        import shutil
+
+        shutil.rmtree(staging.directory)
+
+
+def test_concat(store, tmp_path):
+    a = store.new_upload(FileInfo(size=3, is_partial=True))
+    b = store.new_upload(FileInfo(size=2, is_partial=True))
+    store.write_chunk(a, 0, io.BytesIO(b"abc"))
+    with pytest.raises(UploadIncomplete):
+        final = store.new_upload(FileInfo(is_final=True, path=str(tmp_path / "j.txt")))
+        store.concat_uploads(final, [a, b])
+    store.write_chunk(b, 0, io.BytesIO(b"de"))
+    final = store.new_upload(FileInfo(is_final=True, path=str(tmp_path / "j.txt")))
+    with store.lock(final):
+        info = store.concat_uploads(final, [a, b])
+    assert info.is_complete and (tmp_path / "j.txt").read_bytes() == b"abcde"
+    with pytest.raises(UploadNotPatchable):
+        store.write_chunk(final, 5, io.BytesIO(b"x"))
+    with pytest.raises(UploadNotFound):  # partials are removed once the final landed
+        store.get_info(a)
+
+
+def test_terminate_keeps_landed_file(store, tmp_path):
+    dest = tmp_path / "keep.txt"
+    uid = store.new_upload(FileInfo(size=2, path=str(dest)))
+    store.write_chunk(uid, 0, io.BytesIO(b"ok"))
+    with store.lock(uid):
+        store.terminate(uid)
+    assert dest.read_text() == "ok"
+    with pytest.raises(UploadNotFound):
+        store.get_info(uid)
+
+
+def test_lock_excludes_threads(store):
+    uid = store.new_upload(FileInfo(size=1))
+    held = store.lock(uid)
+    assert held.acquire(blocking=False)
+    results = []
+    t = threading.Thread(target=lambda: results.append(store.lock(uid).acquire(blocking=False)))
+    t.start()
+    t.join()
+    assert results == [False]
+    with pytest.raises(UploadLocked), store.lock(uid, timeout=0.05):
+        pass
+    held.release()
+    with store.lock(uid, timeout=0.05) as lock:
+        assert lock.held
+
+
+def test_lock_holds_across_processes(store):
+    uid = store.new_upload(FileInfo(size=1))
+    code = (
+        "import sys; from jupyter_tus import FileStore;"
+        f"l = FileStore({str(store.directory)!r}).lock({uid!r}); l.acquire();"
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert not store.lock(uid).acquire(blocking=False)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    lock = store.lock(uid)
+    assert lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_recover_finishes_an_interrupted_landing(store, tmp_path):
+    dest = tmp_path / "late.bin"
+    uid = store.new_upload(FileInfo(size=4, path=str(dest)))
+    (store.directory / uid).write_bytes(b"abcd")
+    # as if the server died after recording completion, before the rename
+    info = json.loads((store.directory / f"{uid}.info").read_text())
+    info.update(is_complete=True, offset=4)
+    (store.directory / f"{uid}.info").write_text(json.dumps(info))
+    report = store.recover()
+    assert report == [f"finished landing {uid} at {dest}"]
+    assert dest.read_bytes() == b"abcd"
+    assert not (store.directory / uid).exists()
+
+
+def test_recover_after_link_before_unlink(store, tmp_path):
+    dest = tmp_path / "twice.bin"
+    uid = store.new_upload(FileInfo(size=2, path=str(dest)))
+    store.write_chunk(uid, 0, io.BytesIO(b"ok"))
+    os.link(dest, store.directory / uid)  # the staging name still there, same inode
+    store.recover()
+    assert dest.read_bytes() == b"ok"
+    assert not (store.directory / uid).exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("twice")) == ["twice.bin"]
+
+
+def test_recover_cleans_orphans_and_sets_aside_corrupt_info(store):
+    store.directory.mkdir(parents=True)
+    orphan = "B" * 32
+    (store.directory / orphan).write_bytes(b"data")
+    (store.directory / f"{'C' * 32}.info").write_text("{not json")
+    (store.directory / f"{'D' * 32}.info.1234.tmp").write_text("{}")
+    report = store.recover()
+    assert len(report) == 3
+    assert sorted(p.name for p in store.directory.iterdir()) == [f"{'C' * 32}.info.corrupt"]
+    assert store.list_uploads() == []
+
+
+def test_list_uploads_newest_first(store):
+    ids = [store.new_upload(FileInfo(size=1)) for _ in range(3)]
+    assert [i.id for i in store.list_uploads()] == ids[::-1]
