@@ -1,0 +1,290 @@
+"""Notebook helpers over the store behind the running server.
+
+    import jupyter_tus
+    jupyter_tus.list_uploads()            # newest first, finished or not
+    df = jupyter_tus.load("sales.csv")    # an upload id, a FileInfo or a file name
+
+The default store is ``$JUPYTER_TUS_DIR`` (the server extension sets it, so every kernel
+the server starts inherits it), else ``<root_dir>/.tus`` of the running Jupyter server
+that serves the kernel's working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .filestore import FileStore
+from .store import FileInfo, UploadIncomplete, UploadNotFound
+
+__all__ = [
+    "Uploads",
+    "default_store",
+    "find_server",
+    "get_info",
+    "get_reader",
+    "list_uploads",
+    "load",
+    "workspace_path",
+]
+
+StoreLike = FileStore | str | os.PathLike | None
+
+_stores: dict[Path, FileStore] = {}
+
+# Extension -> pandas reader (name of the pandas function, keyword arguments).
+_PANDAS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("read_csv", {}),
+    ".tsv": ("read_csv", {"sep": "\t"}),
+    ".tab": ("read_csv", {"sep": "\t"}),
+    ".parquet": ("read_parquet", {}),
+    ".pq": ("read_parquet", {}),
+    ".json": ("read_json", {}),
+    ".jsonl": ("read_json", {"lines": True}),
+    ".ndjson": ("read_json", {"lines": True}),
+    ".xlsx": ("read_excel", {}),
+    ".xlsm": ("read_excel", {}),
+    ".xls": ("read_excel", {}),
+    ".feather": ("read_feather", {}),
+    ".arrow": ("read_feather", {}),
+}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zip", ".zst")
+_PANDAS_TYPES = {
+    "text/csv": ".csv",
+    "text/tab-separated-values": ".tsv",
+    "application/json": ".json",
+    "application/vnd.apache.parquet": ".parquet",
+    "application/x-parquet": ".parquet",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.ms-excel": ".xls",
+}
+_TEXT = {
+    ".txt", ".text", ".md", ".rst", ".log", ".py", ".r", ".jl", ".js", ".ts", ".css",
+    ".html", ".htm", ".xml", ".svg", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf",
+    ".sql", ".sh", ".tex", ".bib", ".ipynb", ".geojson", ".c", ".h", ".cpp", ".java",
+}  # fmt: skip
+_TEXT_TYPES = ("text/", "application/xml", "application/x-yaml", "application/toml")
+# What needs which extra, to name it in the error when it is missing.
+_EXTRA_HINT = "pip install 'jupyter-tus[data]'"
+
+
+class Uploads(list):
+    """A list of :class:`FileInfo` that renders as a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        from .display import file_info_html
+
+        return file_info_html(list(self))
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def find_server(cwd: str | os.PathLike | None = None) -> dict | None:
+    """The running Jupyter server whose root_dir holds ``cwd`` (deepest root wins),
+    else the only running server, else None."""
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:  # a kernel without jupyter_server
+        return None
+    here = Path(cwd or os.getcwd()).resolve()
+    servers = [s for s in list_running_servers() if s.get("root_dir") or s.get("notebook_dir")]
+    best: tuple[int, dict] | None = None
+    for server in servers:
+        root = Path(server.get("root_dir") or server["notebook_dir"]).expanduser().resolve()
+        if here == root or root in here.parents:
+            depth = len(root.parts)
+            if best is None or depth > best[0]:
+                best = (depth, server)
+    if best is not None:
+        return best[1]
+    return servers[0] if len(servers) == 1 else None
+
+
+def default_store() -> FileStore:
+    """The store behind the server: ``$JUPYTER_TUS_DIR``, else ``<root_dir>/.tus`` of the
+    running server (see :func:`find_server`). LookupError when there is neither."""
+    directory = os.environ.get("JUPYTER_TUS_DIR")
+    if not directory:
+        server = find_server()
+        if server is None:
+            raise LookupError(
+                "jupyter-tus cannot find its upload store: no JUPYTER_TUS_DIR in the "
+                "environment and no running Jupyter server serving "
+                f"{os.getcwd()}. Set JUPYTER_TUS_DIR or pass store=FileStore(dir)."
+            )
+        directory = str(Path(server.get("root_dir") or server["notebook_dir"]) / ".tus")
+    return _store_at(directory)
+
+
+def _store_at(directory: str | os.PathLike) -> FileStore:
+    key = Path(directory).expanduser().absolute()
+    if key not in _stores:
+        _stores[key] = FileStore(key, lock_timeout=5.0)
+    return _stores[key]
+
+
+def _resolve_store(store: StoreLike) -> FileStore:
+    if store is None:
+        return default_store()
+    if isinstance(store, FileStore):
+        return store
+    return _store_at(store)
+
+
+def workspace_path(cwd: str | os.PathLike | None = None) -> str:
+    """``cwd`` (default: the working directory) relative to the server's root_dir, as
+    the tus ``path`` metadata wants it; "" (the root) when it is not under it."""
+    here = Path(cwd or os.getcwd()).resolve()
+    roots = []
+    server = find_server(here)
+    if server is not None:
+        roots.append(Path(server.get("root_dir") or server["notebook_dir"]))
+    staging = os.environ.get("JUPYTER_TUS_DIR")
+    if staging and Path(staging).name == ".tus":
+        roots.append(Path(staging).parent)
+    for root in roots:
+        with contextlib.suppress(ValueError):
+            rel = here.relative_to(root.expanduser().resolve()).as_posix()
+            return "" if rel == "." else rel
+    return ""
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def list_uploads(store: StoreLike = None) -> Uploads:
+    """Every upload in the store, finished or not, newest first."""
+    return Uploads(_resolve_store(store).list_uploads())
+
+
+def _upload_id(upload: str | FileInfo) -> str:
+    return upload.id if isinstance(upload, FileInfo) else upload
+
+
+def get_info(upload: str | FileInfo, store: StoreLike = None) -> FileInfo:
+    """The current :class:`FileInfo` of an upload (an id, or a FileInfo to refresh).
+    Raises :class:`~jupyter_tus.UploadNotFound` for an unknown id."""
+    return _resolve_store(store).get_info(_upload_id(upload))
+
+
+def get_reader(upload: str | FileInfo, store: StoreLike = None) -> BinaryIO:
+    """A binary file object (seekable, a context manager) on an upload's bytes: the
+    landed file once complete, else the bytes received so far."""
+    return _resolve_store(store).get_reader(_upload_id(upload))
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _progress(info: FileInfo) -> str:
+    if info.size is None:
+        return f"{info.offset} bytes received, total length not declared yet"
+    percent = 100 * info.offset / info.size if info.size else 100.0
+    return f"{info.offset} of {info.size} bytes received ({percent:.1f} %)"
+
+
+def _find(x: str | os.PathLike | FileInfo, store: StoreLike) -> tuple[str, FileInfo | None]:
+    """Resolve what :func:`load` was given to (name for the format, landed info)."""
+    if isinstance(x, FileInfo):
+        info = x
+        with contextlib.suppress(LookupError):  # refresh: it may have finished since
+            info = get_info(x.id, store)
+        return info.filename, info
+    name = os.fspath(x)
+    if Path(name).expanduser().is_file():
+        return name, None
+    found: FileInfo | None = None
+    with contextlib.suppress(UploadNotFound):
+        found = get_info(name, store)  # an upload id
+    if found is None:
+        # A file name an upload was given (newest first): says how far an unfinished one got.
+        uploads = list_uploads(store)
+        found = next((u for u in uploads if u.filename == name), None)
+        found = found or next((u for u in uploads if u.filename == Path(name).name), None)
+    if found is None:
+        raise FileNotFoundError(f"{name!r} is neither a file in {os.getcwd()} nor an upload")
+    return found.filename, found
+
+
+def _format(name: str, info: FileInfo | None, fmt: str | None) -> str:
+    if fmt:
+        return fmt if fmt.startswith(".") else "." + fmt
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION and len(suffixes) > 1:
+        suffixes.pop()  # data.csv.gz: pandas decompresses from the path
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in _PANDAS or suffix in _TEXT or suffix in (".npy", ".npz"):
+        return suffix
+    filetype = (info.metadata.get("filetype", "") if info else "").split(";")[0].strip()
+    if filetype in _PANDAS_TYPES:
+        return _PANDAS_TYPES[filetype]
+    if filetype.startswith(_TEXT_TYPES):
+        return ".txt"
+    return suffix
+
+
+def _need(module: str, what: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"jupyter_tus.load() needs {module} to read {what}: {_EXTRA_HINT} "
+            f"(the 'data' extra: pandas, pyarrow, numpy, openpyxl)"
+        ) from exc
+
+
+def load(
+    x: str | os.PathLike | FileInfo,
+    *,
+    format: str | None = None,
+    store: StoreLike = None,
+    encoding: str = "utf-8",
+    **kwargs: Any,
+) -> Any:
+    """Load a finished upload, by id, :class:`FileInfo` or workspace file name.
+
+    CSV, TSV, Parquet, JSON (and JSON lines), Excel and Feather give a pandas DataFrame;
+    ``.npy`` a numpy array and ``.npz`` a dict of arrays; text types a ``str``; anything
+    else ``bytes``. ``format`` (".csv", "parquet", ...) overrides the guess from the name
+    and ``kwargs`` go to the parser. The file is read once, by the parser itself.
+    An unfinished upload raises :class:`~jupyter_tus.UploadIncomplete` saying how far
+    it got.
+    """
+    name, info = _find(x, store)
+    if info is not None and not info.is_complete:
+        raise UploadIncomplete(
+            f"upload {info.id} ({info.filename}) is not finished yet: {_progress(info)}"
+        )
+    kind = _format(name, info, format)
+    source: str | None = (info.path if info is not None else name) or None
+    if source is None or not Path(source).is_file():
+        source = None  # finished in the store without landing: read through the store
+    with contextlib.ExitStack() as stack:
+        target: Any = source
+        if target is None:
+            assert info is not None
+            target = stack.enter_context(get_reader(info, store))
+        if kind in _PANDAS:
+            function, defaults = _PANDAS[kind]
+            pd = _need("pandas", f"{kind} files")
+            if function in ("read_parquet", "read_feather"):
+                _need("pyarrow", f"{kind} files")
+            if function == "read_excel" and kind != ".xls":
+                _need("openpyxl", f"{kind} files")
+            return getattr(pd, function)(target, **{**defaults, **kwargs})
+        if kind in (".npy", ".npz"):
+            np = _need("numpy", f"{kind} files")
+            loaded = np.load(target, **kwargs)
+            if kind == ".npz":
+                with loaded:
+                    return {key: loaded[key] for key in loaded.files}
+            return loaded
+        text = kind in _TEXT
+        f = stack.enter_context(open(target, "rb")) if isinstance(target, str) else target
+        data = f.read()
+        return data.decode(encoding) if text else data
