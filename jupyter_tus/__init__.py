@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from .filestore import Durability, FileStore, UploadLock
+
+# Notebook helpers (light: jupyter_server is imported only to find a running server).
+from .helpers import get_info, get_reader, list_uploads, load
 from .store import (
     Checksum,
     ChecksumMismatch,
@@ -30,8 +33,29 @@ __all__ = [
     "UploadLock",
     "UploadLocked",
     "UploadNotFound",
+    "UploadWidget",
     "__version__",
+    "get_info",
+    "get_reader",
+    "list_uploads",
+    "load",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # UploadWidget pulls in ipywidgets/anywidget: only when asked for.
+    if name == "UploadWidget":
+        from .widget import UploadWidget
+
+        return UploadWidget
+    raise AttributeError(f"module 'jupyter_tus' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext jupyter_tus``: the ``%uploads`` and ``%upload`` magics."""
+    from .magics import load_ipython_extension as load_magics
+
+    load_magics(ipython)
 
 
 def _jupyter_server_extension_points() -> list[dict]:
