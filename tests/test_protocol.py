@@ -343,3 +343,31 @@ async def test_symlink_out_of_root_refused(tus, jp_root_dir, tmp_path):
 async def test_error_messages_do_not_leak_server_paths(tus, jp_root_dir):
     r = await tus.create(3, {"filename": "x.txt", "path": "../../etc"})
     assert str(jp_root_dir).encode() not in r.body
+
+
+@pytest.fixture
+def read_only_folder(jp_root_dir):
+    """A read-only folder in the workspace: a read-only mount as root (root ignores
+    permission bits), permission bits otherwise."""
+    import os
+    import subprocess
+
+    folder = jp_root_dir / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=True
+        )
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+async def test_read_only_destination_is_refused(tus, read_only_folder):
+    r = await tus.create(3, {"filename": "x.txt", "path": "readonly"})
+    assert r.code == 403
+    assert b"read-only" in r.body
+    assert list(read_only_folder.iterdir()) == []
