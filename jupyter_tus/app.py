@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -127,10 +126,9 @@ class TusApp(ExtensionApp):
             self._cleanup = PeriodicCallback(self._sweep, self.cleanup_interval * 1000)
             self._cleanup.start()
 
-    async def _sweep(self) -> None:
-        removed = await asyncio.get_running_loop().run_in_executor(
-            None, self.manager.remove_expired
-        )
+    def _sweep(self) -> None:
+        # On the event loop: a few stats and unlinks, and events must be emitted there.
+        removed = self.manager.remove_expired()
         if removed:
             self.log.info("jupyter-tus: removed %d expired uploads", len(removed))
 
