@@ -88,3 +88,20 @@ async def test_upload_expires_header_on_head_and_patch(tus):
 async def test_expiration_off(tus, tus_config):
     r = await tus.create(10)
     assert "Upload-Expires" not in r.headers
+
+
+@pytest.mark.parametrize("tus_config", [{"expiration": 0.05, "cleanup_interval": 0.05}])
+async def test_periodic_sweep_removes_expired(
+    tus, tus_app, jp_serverapp, events, staging, jp_root_dir, tus_config
+):
+    # The in-process test server is never start()ed: call the hook start() calls.
+    await tus_app._start_jupyter_server_extension(jp_serverapp)
+    landed = await tus.create_id(2, {"filename": "kept.txt"})
+    await tus.patch(landed, 0, b"ok")
+    uid = await tus.create_id(10, {"filename": "abandoned.txt"})
+    await wait_events(events, 2)
+    expired = [e for e in events if e["action"] == "expired"]
+    assert [e["id"] for e in expired] == [uid]
+    assert not (staging / f"{uid}.info").exists()
+    assert (jp_root_dir / "kept.txt").read_bytes() == b"ok"
+    await tus_app.stop_extension()
