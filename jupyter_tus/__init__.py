@@ -58,6 +58,10 @@ def load_ipython_extension(ipython: object) -> None:
     load_magics(ipython)
 
 
+def _jupyter_labextension_paths() -> list[dict]:
+    return [{"src": "labextension", "dest": "jupyter-tus"}]
+
+
 def _jupyter_server_extension_points() -> list[dict]:
     from .app import TusApp
 
