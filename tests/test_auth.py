@@ -50,6 +50,8 @@ def test_cookie_needs_xsrf(server_process):
     headers = {"Tus-Resumable": "1.0.0", "Upload-Length": "3"}
     r = session.post(server_process.endpoint, headers=headers)
     assert r.status_code == 403
+    r = session.post(server_process.endpoint, headers={**headers, "X-XSRFToken": "2|forged|0|x"})
+    assert r.status_code == 403
     assert list((server_process.root_dir / ".tus").iterdir()) == []
     r = session.post(
         server_process.endpoint, headers={**headers, "X-XSRFToken": session.cookies["_xsrf"]}
