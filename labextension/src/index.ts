@@ -1,0 +1,316 @@
+/**
+ * jupyter-tus: the file browser's upload (toolbar button and drag-and-drop, both of
+ * which call `FileBrowserModel.upload()`) goes through tus to `{base_url}api/tus/uploads`.
+ */
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import {
+  FileBrowser,
+  FileBrowserModel,
+  IDefaultFileBrowser,
+  IFileBrowserFactory
+} from '@jupyterlab/filebrowser';
+import { Contents, ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+
+import {
+  DEFAULT_SETTINGS,
+  IUploadSettings,
+  authHeaders,
+  joinPath,
+  normalizeFolder,
+  normalizeSettings
+} from './core';
+import { IFileHandle, handlesSupported } from './handles';
+import { UploadPanel } from './panel';
+import { TusUploader, UploadItem } from './uploader';
+
+const PLUGIN_ID = 'jupyter-tus:plugin';
+
+interface IExtraSettings {
+  keepFileHandles: boolean;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Resumable tus uploads from the file browser.',
+  autoStart: true,
+  requires: [IFileBrowserFactory],
+  optional: [IDefaultFileBrowser, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    factory: IFileBrowserFactory,
+    defaultBrowser: IDefaultFileBrowser | null,
+    registry: ISettingRegistry | null
+  ) => {
+    void setUp(app, factory, defaultBrowser, registry);
+  }
+};
+
+async function setUp(
+  app: JupyterFrontEnd,
+  factory: IFileBrowserFactory,
+  defaultBrowser: FileBrowser | null,
+  registry: ISettingRegistry | null
+): Promise<void> {
+  const serverSettings = ServerConnection.makeSettings();
+  const endpoint = URLExt.join(PageConfig.getBaseUrl(), 'api/tus/uploads');
+  const headers = () => authHeaders(document.cookie, serverSettings.token);
+
+  let settings: IUploadSettings = { ...DEFAULT_SETTINGS };
+  const extra: IExtraSettings = { keepFileHandles: true };
+  if (registry) {
+    try {
+      const loaded = await registry.load(PLUGIN_ID);
+      const apply = () => {
+        const c = loaded.composite as any;
+        settings = normalizeSettings(c);
+        extra.keepFileHandles = c.keepFileHandles !== false;
+      };
+      apply();
+      loaded.changed.connect(apply);
+    } catch (err) {
+      console.warn('jupyter-tus: settings not loaded, using defaults', err);
+    }
+  }
+
+  // Without the server extension, leave the stock upload alone.
+  const missing = await checkServer(endpoint, serverSettings);
+  if (missing) {
+    console.warn(
+      `jupyter-tus: keeping JupyterLab's stock upload: ${missing}. ` +
+        'Is the jupyter_tus server extension installed and enabled ' +
+        '(jupyter server extension list)?'
+    );
+    return;
+  }
+
+  const contents = app.serviceManager.contents;
+  const browsers = new Set<FileBrowser>();
+  const uploader = new TusUploader({
+    endpoint,
+    headers,
+    settings: () => settings,
+    exists: path =>
+      contents.get(path, { content: false }).then(
+        () => true,
+        () => false
+      ),
+    confirmOverwrite: async (name, folder) => {
+      const result = await showDialog({
+        title: 'Overwrite file?',
+        body: `"${name}" already exists in /${folder}. Overwrite it?`,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Overwrite' })]
+      });
+      return result.button.accept;
+    },
+    landed: item => {
+      for (const b of browsers) {
+        if (!b.isDisposed && normalizeFolder(b.model.path) === item.folder) {
+          void b.model.refresh();
+        }
+      }
+    }
+  });
+
+  // Handles of files the user dropped or picked, until their upload starts.
+  const handles = new HandleRegistry();
+
+  const patch = (browser: FileBrowser) => {
+    if (browsers.has(browser)) {
+      return;
+    }
+    browsers.add(browser);
+    browser.disposed.connect(() => browsers.delete(browser));
+    patchModel(browser.model, uploader, () => settings, handles, contents);
+    if (handlesSupported()) {
+      // Capture the File System Access handle of dropped files before the listing
+      // turns them into plain Files (Chromium); the handle allows one-click resume.
+      browser.node.addEventListener(
+        'drop',
+        (ev: DragEvent) => {
+          if (extra.keepFileHandles) {
+            handles.fromDrop(ev);
+          }
+        },
+        true
+      );
+      // The toolbar's upload button opens the File System Access picker instead of a
+      // plain file input, for the same reason.
+      browser.toolbar.node.addEventListener(
+        'click',
+        (ev: MouseEvent) => {
+          const target = ev.target as HTMLElement;
+          const picker = (window as any).showOpenFilePicker;
+          if (!extra.keepFileHandles || !picker || !target.closest('.jp-id-upload')) {
+            return;
+          }
+          ev.preventDefault();
+          ev.stopPropagation();
+          void pickAndUpload(browser, handles);
+        },
+        true
+      );
+    }
+  };
+
+  if (defaultBrowser) {
+    patch(defaultBrowser);
+    const panel = new UploadPanel(uploader, pickFile);
+    defaultBrowser.addWidget(panel);
+  }
+  factory.tracker.forEach(patch);
+  factory.tracker.widgetAdded.connect((_, b) => patch(b));
+
+  await uploader.restore();
+  const interrupted = uploader.items.filter(i => i.state === 'interrupted').length;
+  if (interrupted) {
+    console.info(`jupyter-tus: ${interrupted} unfinished upload(s) can be resumed`);
+  }
+  console.info(`jupyter-tus: file browser uploads go through tus to ${endpoint}`);
+  document.body.dataset.jupyterTus = 'ready';
+}
+
+/** Why the tus endpoint cannot be used, or '' when it answers like a tus server. */
+async function checkServer(
+  endpoint: string,
+  serverSettings: ServerConnection.ISettings
+): Promise<string> {
+  try {
+    const res = await ServerConnection.makeRequest(
+      endpoint,
+      { method: 'OPTIONS', headers: { 'Tus-Resumable': '1.0.0' } },
+      serverSettings
+    );
+    if (!res.ok) {
+      return `OPTIONS ${endpoint} answered ${res.status}`;
+    }
+    if (!res.headers.get('Tus-Version')) {
+      return `${endpoint} is not a tus endpoint (no Tus-Version header)`;
+    }
+    return '';
+  } catch (err) {
+    return `OPTIONS ${endpoint} failed (${err})`;
+  }
+}
+
+function patchModel(
+  model: FileBrowserModel,
+  uploader: TusUploader,
+  settings: () => IUploadSettings,
+  handles: HandleRegistry,
+  contents: Contents.IManager
+): void {
+  const stock = model.upload.bind(model);
+  model.upload = async (file: File, path?: string): Promise<Contents.IModel> => {
+    if ((model as any)._allowFileUploads === false || file.size < settings().sizeThreshold) {
+      return stock(file, path);
+    }
+    const folder = normalizeFolder(path ?? model.path);
+    const handle = await handles.take(file);
+    const landed = await uploader.upload(file, folder, handle);
+    if (!landed) {
+      return undefined as unknown as Contents.IModel;
+    }
+    try {
+      return await contents.get(joinPath(folder, file.name), { content: false });
+    } catch {
+      return undefined as unknown as Contents.IModel;
+    }
+  };
+}
+
+async function pickAndUpload(browser: FileBrowser, handles: HandleRegistry): Promise<void> {
+  let picked: IFileHandle[];
+  try {
+    picked = await (window as any).showOpenFilePicker({ multiple: true });
+  } catch {
+    return; // the user closed the picker
+  }
+  const uploads = picked.map(async h => {
+    const file = await h.getFile();
+    handles.add(file, h);
+    return browser.model.upload(file);
+  });
+  try {
+    await Promise.all(uploads);
+  } catch (err) {
+    void showErrorMessage('Upload Error', err as Error);
+  }
+}
+
+/** Ask the user to pick the file of an interrupted upload again. */
+function pickFile(item: UploadItem): Promise<File | null> {
+  return new Promise(resolve => {
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.className = 'jp-TusUploads-repick';
+    input.style.display = 'none';
+    input.onchange = () => {
+      resolve(input.files?.[0] ?? null);
+      input.remove();
+    };
+    input.addEventListener('cancel', () => {
+      resolve(null);
+      input.remove();
+    });
+    document.body.appendChild(input);
+    input.title = `Pick ${item.name} again`;
+    input.click();
+  });
+}
+
+/** File System Access handles waiting for the upload of their file. */
+class HandleRegistry {
+  fromDrop(ev: DragEvent): void {
+    const items = ev.dataTransfer?.items;
+    if (!items) {
+      return;
+    }
+    for (const item of Array.from(items)) {
+      const get = (item as any).getAsFileSystemHandle;
+      if (item.kind === 'file' && typeof get === 'function') {
+        // Must be called during the event; resolves later.
+        const p: Promise<IFileHandle | null> = get.call(item).catch(() => null);
+        this._pending.push(p);
+      }
+    }
+    window.setTimeout(() => (this._pending = []), 60_000);
+  }
+
+  add(file: File, handle: IFileHandle): void {
+    this._known.set(file, handle);
+  }
+
+  /** The handle of `file`, if it was dropped or picked with one. */
+  async take(file: File): Promise<IFileHandle | undefined> {
+    const known = this._known.get(file);
+    if (known) {
+      this._known.delete(file);
+      return known;
+    }
+    if (!this._pending.length) {
+      return undefined;
+    }
+    const found = await Promise.all(this._pending);
+    for (const h of found) {
+      if (h && h.kind === 'file' && h.name === file.name) {
+        try {
+          const f = await h.getFile();
+          if (f.size === file.size && f.lastModified === file.lastModified) {
+            return h;
+          }
+        } catch {
+          // unreadable: ignore
+        }
+      }
+    }
+    return undefined;
+  }
+
+  private _known = new WeakMap<File, IFileHandle>();
+  private _pending: Promise<IFileHandle | null>[] = [];
+}
+
+export default plugin;
