@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
-import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from .store import FileInfo
 
@@ -49,21 +50,27 @@ def fraction(info: FileInfo) -> float:
     return min(1.0, info.offset / info.size)
 
 
-def destination(info: FileInfo) -> str:
-    """Where the upload lands, relative to the working directory when under it."""
+def destination(info: FileInfo, root: Path | None = None) -> str:
+    """Where the upload lands: relative to the server's root_dir (as the file browser
+    names it) when under it, else the absolute path."""
     if not info.path:
         return "(in the store)"
-    try:
-        rel = os.path.relpath(info.path)
-    except ValueError:
-        return info.path
-    return info.path if rel.startswith("..") else rel
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return Path(info.path).relative_to(root).as_posix()
+    return info.path
 
 
 def file_info_html(infos: Sequence[FileInfo]) -> str:
     """A table of uploads: name, size, progress, state, destination, id, created."""
     if not infos:
         return "<p><em>No uploads.</em></p>"
+    from .helpers import workspace_root
+
+    try:
+        root = workspace_root()
+    except Exception:  # never let a lookup break a display
+        root = None
     rows = []
     for info in infos:
         frac = fraction(info)
@@ -77,7 +84,7 @@ def file_info_html(infos: Sequence[FileInfo]) -> str:
             html.escape(human_size(info.size)),
             progress,
             html.escape(state(info)),
-            html.escape(destination(info)),
+            html.escape(destination(info, root)),
             f"<code>{html.escape(info.id)}</code>",
             html.escape(created),
         ]

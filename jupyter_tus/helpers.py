@@ -28,6 +28,7 @@ __all__ = [
     "list_uploads",
     "load",
     "workspace_path",
+    "workspace_root",
 ]
 
 StoreLike = FileStore | str | os.PathLike | None
@@ -134,20 +135,26 @@ def _resolve_store(store: StoreLike) -> FileStore:
     return _store_at(store)
 
 
+def workspace_root(cwd: str | os.PathLike | None = None) -> Path | None:
+    """The server's root_dir: the running server's that holds ``cwd``, else the parent
+    of ``$JUPYTER_TUS_DIR`` when that is the default ``<root>/.tus``; None if unknown."""
+    server = find_server(cwd)
+    if server is not None:
+        return Path(server.get("root_dir") or server["notebook_dir"]).expanduser().resolve()
+    staging = os.environ.get("JUPYTER_TUS_DIR")
+    if staging and Path(staging).name == ".tus":
+        return Path(staging).parent.resolve()
+    return None
+
+
 def workspace_path(cwd: str | os.PathLike | None = None) -> str:
     """``cwd`` (default: the working directory) relative to the server's root_dir, as
     the tus ``path`` metadata wants it; "" (the root) when it is not under it."""
     here = Path(cwd or os.getcwd()).resolve()
-    roots = []
-    server = find_server(here)
-    if server is not None:
-        roots.append(Path(server.get("root_dir") or server["notebook_dir"]))
-    staging = os.environ.get("JUPYTER_TUS_DIR")
-    if staging and Path(staging).name == ".tus":
-        roots.append(Path(staging).parent)
-    for root in roots:
+    root = workspace_root(here)
+    if root is not None:
         with contextlib.suppress(ValueError):
-            rel = here.relative_to(root.expanduser().resolve()).as_posix()
+            rel = here.relative_to(root).as_posix()
             return "" if rel == "." else rel
     return ""
 
