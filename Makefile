@@ -28,5 +28,11 @@ test: venv
 	$(BIN)/ruff check jupyter_tus tests
 	$(BIN)/python -m pytest -q -ra
 
+# Upload speed side by side (not part of `make test`): sets up its peers itself
+# (benchmarks/peers, benchmarks/node_modules), writes benchmarks/results/.
+# e.g. make bench BENCH_ARGS="--size 256M --no-browser"
+bench: venv
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,670 @@
+"""Upload speed, side by side, in one run with interleaved rounds.
+
+    make bench                                  # 1 GiB, 3 rounds, then the browser run
+    .venv/bin/python benchmarks/bench.py --size 256M --rounds 3 [--only tus] [--no-browser]
+
+Every row sends the same bytes from the page cache over loopback with one raw-HTTP
+client (the body goes out with ``socket.sendfile``, so the client costs next to
+nothing), to a fresh server process started for that row. Measured per row: MiB/s
+(bytes / wall time from the first request to the last response, creation included),
+the server's peak RSS growth over its idle RSS (psutil, whole process tree, sampled
+every 10 ms), p50/p99 of a status GET polled every 10 ms on its own connection while
+the upload runs, and the sha256 of the landed file (a wrong hash fails the row).
+Dirty pages are flushed (``sync``) between rows, untimed, so no row pays for another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PEERS = HERE / "peers"
+PEER_PY = PEERS / "venv" / "bin" / "python"
+MiB = 1 << 20
+BLOCK = 8 * MiB
+WARM = 4096  # one small upload before measuring idle RSS: first-request imports are not growth
+CONTENTS_CHUNK = 1 * MiB
+OCTETS = base64.b64encode(
+    b"application/octet-stream"
+).decode()  # JupyterLab filebrowser/src/model.ts: CHUNK_SIZE
+sys.path.insert(0, str(REPO / "tests"))
+
+from servers import JupyterProcess, free_port  # noqa: E402
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+# ---------------------------------------------------------------- HTTP client
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; bodies from a file go out by sendfile."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        src=None,
+        offset: int = 0,
+        count: int = 0,
+    ) -> http.client.HTTPResponse:
+        headers = dict(headers or {})
+        if src is not None:
+            headers["Content-Length"] = str(count)
+        elif body is not None:
+            headers["Content-Length"] = str(len(body))
+        c = self.c
+        c.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in headers.items():
+            c.putheader(k, v)
+        c.endheaders(body)
+        if src is not None:
+            sent = 0
+            while sent < count:
+                n = c.sock.sendfile(src, offset + sent, count - sent)
+                if not n:
+                    raise OSError("sendfile sent nothing")
+                sent += n
+        r = c.getresponse()
+        r.body = r.read()
+        return r
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def expect(r: http.client.HTTPResponse, *codes: int) -> http.client.HTTPResponse:
+    if r.status not in codes:
+        raise RuntimeError(f"HTTP {r.status}: {r.body[:300]!r}")
+    return r
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+class TusTarget:
+    """A tus server: endpoint path on 127.0.0.1:port, where the uploaded file lands."""
+
+    def __init__(self, port: int, endpoint: str, headers: dict[str, str], landed) -> None:
+        self.port, self.endpoint, self.headers, self.landed = port, endpoint, headers, landed
+
+    def upload(self, src, offset: int, size: int, name: str, patch: int | None) -> Path:
+        conn = Conn(self.port)
+        try:
+            h = {**self.headers, "Tus-Resumable": "1.0.0"}
+            r = expect(
+                conn.request(
+                    "POST",
+                    self.endpoint,
+                    {
+                        **h,
+                        "Upload-Length": str(size),
+                        "Upload-Metadata": f"filename {b64(name)},filetype {OCTETS}",
+                    },
+                    body=b"",
+                ),
+                201,
+            )
+            location = urllib.parse.urlsplit(r.getheader("Location")).path
+            sent = 0
+            step = patch or size
+            while sent < size:
+                n = min(step, size - sent)
+                r = expect(
+                    conn.request(
+                        "PATCH",
+                        location,
+                        {
+                            **h,
+                            "Upload-Offset": str(sent),
+                            "Content-Type": "application/offset+octet-stream",
+                        },
+                        src=src,
+                        offset=offset + sent,
+                        count=n,
+                    ),
+                    204,
+                )
+                sent = int(r.getheader("Upload-Offset"))
+            return self.landed(location.rsplit("/", 1)[-1], name)
+        finally:
+            conn.close()
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    """A fresh server process for one row."""
+
+    status_path = "/status"
+    headers: dict[str, str] = {}
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.dir = work / "files"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Server:
+        log = open(self.work / f"server-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.command()} exited {self.proc.returncode}")
+            try:
+                c = Conn(self.port)
+                if c.request("GET", self.status_path, self.headers).status == 200:
+                    c.close()
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.command()} not ready")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TornadoCeiling(Server):
+    def command(self):
+        return [
+            sys.executable,
+            str(HERE / "servers" / "tornado_ceiling.py"),
+            str(self.port),
+            str(self.dir),
+        ]
+
+
+class TusNode(Server):
+    def command(self):
+        return ["node", str(HERE / "servers" / "tus_node.mjs"), str(self.port), str(self.dir)]
+
+    def target(self) -> TusTarget:
+        return TusTarget(self.port, "/files", {}, lambda uid, name: self.dir / uid)
+
+
+class TusPy(Server):
+    def command(self):
+        return [
+            str(PEER_PY),
+            str(HERE / "servers" / "tuspy_server.py"),
+            str(self.port),
+            str(self.dir),
+        ]
+
+    def target(self) -> TusTarget:
+        return TusTarget(self.port, "/files", {}, lambda uid, name: self.dir / uid)
+
+
+class Jupyter(Server):
+    """A real ``jupyter server`` with the extension (tests/servers.py)."""
+
+    def __init__(self, work: Path, args: list[str]) -> None:
+        super().__init__(work)
+        self.jp = JupyterProcess(
+            self.dir, port=self.port, args=args, log_path=work / f"jupyter-{self.port}.log"
+        )
+        self.headers = self.jp.auth
+        self.status_path = "/api/status"
+
+    def start(self) -> Jupyter:
+        self.jp.start()
+        self.proc = self.jp.proc
+        return self
+
+    def target(self) -> TusTarget:
+        return TusTarget(
+            self.port, "/api/tus/uploads", self.headers, lambda uid, name: self.dir / name
+        )
+
+
+# ---------------------------------------------------------------- probes
+
+
+class Probe:
+    """Samples the server tree's RSS and polls its status URL on a second connection."""
+
+    def __init__(self, server: Server | None) -> None:
+        self.server = server
+        self.stop_ev = threading.Event()
+        self.rss_peak = 0
+        self.lat: list[float] = []
+        self.threads: list[threading.Thread] = []
+
+    def tree_rss(self) -> int:
+        total = 0
+        try:
+            p = psutil.Process(self.server.pid)
+            for q in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += q.memory_info().rss
+        except psutil.Error:
+            pass
+        return total
+
+    def __enter__(self) -> Probe:
+        if self.server is None:
+            return self
+        # Idle = settled: a jupyter server keeps loading extensions for a while after
+        # it answers; wait until the RSS stays within 1 MiB for a second (max 20 s).
+        samples: list[int] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            samples = [*samples[-9:], self.tree_rss()]
+            if len(samples) == 10 and max(samples) - min(samples) < MiB:
+                break
+            time.sleep(0.1)
+        self.idle = statistics.median(samples)
+        self.rss_peak = max(samples)
+        self.threads = [
+            threading.Thread(target=self._rss, daemon=True),
+            threading.Thread(target=self._poll, daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _rss(self) -> None:
+        while not self.stop_ev.is_set():
+            self.rss_peak = max(self.rss_peak, self.tree_rss())
+            time.sleep(0.01)
+
+    def _poll(self) -> None:
+        conn = Conn(self.server.port)
+        while not self.stop_ev.is_set():
+            t0 = time.perf_counter()
+            r = conn.request("GET", self.server.status_path, self.server.headers)
+            if r.status == 200:
+                self.lat.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.01)
+        conn.close()
+
+    def __exit__(self, *exc) -> None:
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join()
+        if self.server is not None:
+            self.rss_peak = max(self.rss_peak, self.tree_rss())
+
+    def result(self) -> dict:
+        if self.server is None:
+            return {}
+        lat = sorted(self.lat)
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None  # noqa: E731
+        return {
+            "rss_growth_mib": (self.rss_peak - self.idle) / MiB,
+            "rss_idle_mib": self.idle / MiB,
+            "status_p50_ms": pct(0.5),
+            "status_p99_ms": pct(0.99),
+            "status_n": len(lat),
+        }
+
+
+# ---------------------------------------------------------------- rows
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(BLOCK):
+            h.update(b)
+    return h.hexdigest()
+
+
+class Bench:
+    def __init__(self, src: Path, size: int, work: Path) -> None:
+        self.src, self.size, self.work = src, size, work
+        self.digest = sha256(src)
+        q = size // 4
+        self.parts = [(i * q, q if i < 3 else size - 3 * q) for i in range(4)]
+        self.part_digests = []
+        with open(src, "rb") as f:
+            for off, n in self.parts:
+                f.seek(off)
+                self.part_digests.append(hashlib.sha256(f.read(n)).hexdigest())
+
+    # each row: returns (seconds, [(landed path, expected sha256)], probe)
+
+    def disk(self):
+        dest = self.work / "disk.bin"
+        t0 = time.perf_counter()
+        with open(self.src, "rb", buffering=0) as s, open(dest, "wb", buffering=0) as d:
+            while b := s.read(BLOCK):
+                d.write(b)
+            os.fsync(d.fileno())
+        return time.perf_counter() - t0, [(dest, self.digest)], Probe(None)
+
+    def tornado(self, step: int | None):
+        srv = TornadoCeiling(self.work).start()
+        try:
+            with open(self.src, "rb") as f:
+                c = Conn(srv.port)
+                expect(c.request("PUT", "/upload/warm.bin", src=f, count=WARM), 204)
+                c.close()
+            with open(self.src, "rb") as f, Probe(srv) as probe:
+                conn = Conn(srv.port)
+                t0 = time.perf_counter()
+                sent = 0
+                while sent < self.size:
+                    n = min(step or self.size, self.size - sent)
+                    expect(
+                        conn.request(
+                            "PUT",
+                            "/upload/t.bin",
+                            {"X-Offset": str(sent)},
+                            src=f,
+                            offset=sent,
+                            count=n,
+                        ),
+                        204,
+                    )
+                    sent += n
+                dt = time.perf_counter() - t0
+                conn.close()
+            return dt, [(srv.dir / "t.bin", self.digest)], probe, srv
+        except BaseException:
+            srv.stop()
+            raise
+
+    def contents(self, args: list[str]):
+        """JupyterLab's file browser upload: sequential PUT api/contents/<path>, JSON
+        {type, format: base64, name, chunk: 1..n / -1 for the last, content}, 1 MiB each."""
+        srv = Jupyter(self.work, args).start()
+        try:
+            name = "stock.bin"
+            h = {**srv.headers, "Content-Type": "text/plain;charset=UTF-8"}
+            c = Conn(srv.port)
+            warm = {"type": "file", "format": "base64", "name": "warm.bin", "content": "AAAA"}
+            expect(c.request("PUT", "/api/contents/warm.bin", h, json.dumps(warm).encode()), 201)
+            c.close()
+            with open(self.src, "rb") as f, Probe(srv) as probe:
+                conn = Conn(srv.port)
+                t0 = time.perf_counter()
+                start = 0
+                while start < self.size:
+                    end = start + CONTENTS_CHUNK
+                    chunk = -1 if end >= self.size else end // CONTENTS_CHUNK
+                    data = f.read(CONTENTS_CHUNK)
+                    body = json.dumps(
+                        {
+                            "type": "file",
+                            "format": "base64",
+                            "name": name,
+                            "chunk": chunk,
+                            "content": base64.b64encode(data).decode(),
+                        }
+                    ).encode()
+                    expect(conn.request("PUT", f"/api/contents/{name}", h, body=body), 200, 201)
+                    start = end
+                dt = time.perf_counter() - t0
+                conn.close()
+            return dt, [(srv.dir / name, self.digest)], probe, srv
+        except BaseException:
+            srv.stop()
+            raise
+
+    def tus(self, srv: Server, mode: str):
+        srv.start()
+        try:
+            target = srv.target()
+            with open(self.src, "rb") as f:
+                target.upload(f, 0, WARM, "warm.bin", None).unlink()  # first-request imports
+            with open(self.src, "rb") as f, Probe(srv) as probe:
+                t0 = time.perf_counter()
+                if mode == "parallel":
+                    with ThreadPoolExecutor(4) as ex:
+                        futs = [
+                            ex.submit(target.upload, f, off, n, f"p{i}.bin", None)
+                            for i, (off, n) in enumerate(self.parts)
+                        ]
+                        landed = [fu.result() for fu in futs]
+                    checks = list(zip(landed, self.part_digests, strict=True))
+                else:
+                    p = target.upload(f, 0, self.size, "t.bin", BLOCK if mode == "8m" else None)
+                    checks = [(p, self.digest)]
+                dt = time.perf_counter() - t0
+            return dt, checks, probe, srv
+        except BaseException:
+            srv.stop()
+            raise
+
+
+def rows(b: Bench, work: Path) -> dict:
+    never = ["--TusApp.durability=never"]
+    table = {
+        "disk: 8 MiB writes + fsync": b.disk,
+        "tornado ceiling: 1 request": lambda: b.tornado(None),
+        "tornado ceiling: 8 MiB requests": lambda: b.tornado(BLOCK),
+        "stock contents API (1 MiB base64 JSON)": lambda: b.contents([]),
+    }
+    for label, mk in [
+        ("@tus/server", lambda: TusNode(work)),
+        ("tuspyserver", lambda: TusPy(work)),
+        ("jupyter-tus never", lambda: Jupyter(work, never)),
+        ("jupyter-tus complete", lambda: Jupyter(work, [])),
+    ]:
+        for mode, what in [("one", "1 PATCH"), ("8m", "8 MiB PATCHes"), ("parallel", "4 parallel")]:
+            table[f"{label}: {what}"] = lambda mk=mk, mode=mode: b.tus(mk(), mode)
+    return table
+
+
+def run_row(fn) -> dict:
+    out = fn()
+    dt, checks, probe = out[:3]
+    srv = out[3] if len(out) > 3 else None
+    try:
+        ok = all(p.exists() and sha256(p) == d for p, d in checks)
+        res = {"seconds": dt, "ok": ok, **probe.result()}
+    finally:
+        for p, _ in checks:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if srv is not None:
+            srv.stop()
+        os.sync()
+    return res
+
+
+def summarize(label: str, runs: list[dict], size: int) -> dict:
+    speeds = [size / MiB / r["seconds"] for r in runs if r.get("ok")]
+    out = {"label": label, "runs": runs, "ok": bool(runs) and all(r.get("ok") for r in runs)}
+    if speeds:
+        out.update(mibs=statistics.median(speeds), mibs_min=min(speeds), mibs_max=max(speeds))
+    for key in ("rss_growth_mib", "status_p50_ms", "status_p99_ms"):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        if vals:
+            out[key] = statistics.median(vals) if key != "rss_growth_mib" else max(vals)
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    fs = (
+        subprocess.run(["df", "-T", str(HERE)], capture_output=True, text=True)
+        .stdout.splitlines()[-1]
+        .split()[1]
+    )
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"{os.cpu_count()} x {cpu}, {psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM, "
+        f"{fs} filesystem, Linux {platform.release()}, Python {platform.python_version()}, "
+        f"Node {node}"
+    )
+
+
+def fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(results: list[dict], size: int, rounds: int, when: str) -> str:
+    by = {r["label"]: r for r in results}
+    ceiling = by.get("tornado ceiling: 1 request", {}).get("mibs")
+    disk = by.get("disk: 8 MiB writes + fsync", {}).get("mibs")
+    lines = [
+        f"{size / MiB:.0f} MiB, {rounds} interleaved rounds, {when}; {machine()}",
+        "",
+        "| path | MiB/s median (min-max) | x tornado 1 req | x disk+fsync "
+        "| RSS growth MiB (max) | status p50 / p99 ms | sha256 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r.get("mibs")
+        lines.append(
+            f"| {r['label']} | {fmt(m, '.0f')} "
+            f"({fmt(r.get('mibs_min'), '.0f')}-{fmt(r.get('mibs_max'), '.0f')}) "
+            f"| {fmt(m / ceiling if m and ceiling else None, '.2f')} "
+            f"| {fmt(m / disk if m and disk else None, '.2f')} "
+            f"| {fmt(r.get('rss_growth_mib'), '.1f')} "
+            f"| {fmt(r.get('status_p50_ms'), '.1f')} / {fmt(r.get('status_p99_ms'), '.1f')} "
+            f"| {'ok' if r['ok'] else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ensure_peers() -> None:
+    if not PEER_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS / "venv")], check=True)
+        subprocess.run(
+            [str(PEER_PY), "-m", "pip", "install", "-q", "tuspyserver", "uvicorn", "uvloop"],
+            check=True,
+        )
+    if not (HERE / "node_modules" / "@tus" / "server").exists():
+        subprocess.run(
+            ["npm", "install", "--no-package-lock", "--no-audit", "--no-fund"], cwd=HERE, check=True
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", default="1G", help="upload size (1G, 256M, ...)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated substrings of the rows to run")
+    ap.add_argument("--no-browser", action="store_true", help="skip the Playwright run")
+    ap.add_argument(
+        "--work", default=None, help="scratch directory (default: benchmarks/results/work)"
+    )
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    ensure_peers()
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    work = Path(args.work) if args.work else results_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "source.bin"
+    if not src.exists() or src.stat().st_size != size:
+        with open(src, "wb") as f:
+            left = size
+            while left:
+                n = min(BLOCK, left)
+                f.write(os.urandom(n))
+                left -= n
+    b = Bench(src, size, work)
+    table = rows(b, work)
+    if args.only:
+        keys = [k.strip() for k in args.only.split(",")]
+        table = {k: v for k, v in table.items() if any(s in k for s in keys)}
+    runs: dict[str, list[dict]] = {k: [] for k in table}
+    for rnd in range(args.rounds):
+        for label, fn in table.items():
+            try:
+                res = run_row(fn)
+            except Exception as exc:  # a failed row is reported, the run goes on
+                res = {"ok": False, "error": repr(exc)}
+            runs[label].append(res)
+            speed = size / MiB / res["seconds"] if res.get("seconds") else 0
+            print(
+                f"round {rnd + 1}/{args.rounds}  {label:45s} {speed:7.0f} MiB/s"
+                f"  rss +{res.get('rss_growth_mib', 0):.1f} MiB"
+                f"  p99 {res.get('status_p99_ms') or 0:.1f} ms"
+                f"  {'ok' if res.get('ok') else 'FAIL ' + res.get('error', 'sha256')}",
+                flush=True,
+            )
+    results = [summarize(k, v, size) for k, v in runs.items()]
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    md = markdown(results, size, args.rounds, when)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (results_dir / f"bench-{stamp}.md").write_text(md)
+    (results_dir / f"bench-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "size": size,
+                "rounds": args.rounds,
+                "when": when,
+                "machine": machine(),
+                "rows": results,
+            },
+            indent=1,
+        )
+    )
+    print()
+    print(md)
+    print(f"written to {results_dir}/bench-{stamp}.md and .json")
+    status = 0 if all(r["ok"] for r in results) else 1
+    if not args.no_browser:
+        status |= subprocess.call([sys.executable, str(HERE / "browser.py"), "--size", args.size])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
