@@ -201,7 +201,11 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def _drainable(self) -> bool:
         length = self.request.headers.get("Content-Length")
         if length is None:
-            return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+            # No body (HEAD, GET, ...) or a chunked one (bounded in data_received). Even
+            # an empty body must be "read": answering in prepare makes tornado close the
+            # connection after the reply, without Connection: close, and the proxy's
+            # next request on that pooled connection fails with a 503.
+            return True
         return length.isdigit() and int(length) <= self.tus_config.drain_limit
 
     def raise_refusal(self) -> None:
