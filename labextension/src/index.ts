@@ -83,6 +83,7 @@ async function setUp(
         'Is the jupyter_tus server extension installed and enabled ' +
         '(jupyter server extension list)?'
     );
+    document.body.dataset.jupyterTus = 'stock';
     return;
   }
 
@@ -92,11 +93,19 @@ async function setUp(
     endpoint,
     headers,
     settings: () => settings,
-    exists: path =>
-      contents.get(path, { content: false }).then(
-        () => true,
-        () => false
-      ),
+    // Listing the folder (as the stock upload does) rather than probing the file
+    // keeps a 404 out of the console for every new file.
+    exists: async path => {
+      const slash = path.lastIndexOf('/');
+      const folder = slash < 0 ? '' : path.slice(0, slash);
+      const name = path.slice(slash + 1);
+      try {
+        const listing = await contents.get(folder, { content: true });
+        return (listing.content as Contents.IModel[]).some(i => i.name === name);
+      } catch {
+        return false;
+      }
+    },
     confirmOverwrite: async (name, folder) => {
       const result = await showDialog({
         title: 'Overwrite file?',
@@ -222,17 +231,25 @@ function patchModel(
 }
 
 async function pickAndUpload(browser: FileBrowser, handles: HandleRegistry): Promise<void> {
-  let picked: IFileHandle[];
+  let files: File[];
   try {
-    picked = await (window as any).showOpenFilePicker({ multiple: true });
-  } catch {
-    return; // the user closed the picker
+    const picked: IFileHandle[] = await (window as any).showOpenFilePicker({ multiple: true });
+    files = await Promise.all(
+      picked.map(async h => {
+        const file = await h.getFile();
+        handles.add(file, h);
+        return file;
+      })
+    );
+  } catch (err) {
+    if ((err as Error)?.name === 'AbortError') {
+      return; // the user closed the picker
+    }
+    // Not allowed here (e.g. a cross-origin frame): a plain file input, without handles.
+    console.info('jupyter-tus: file picker unavailable, using a file input', err);
+    files = await pickFiles(true);
   }
-  const uploads = picked.map(async h => {
-    const file = await h.getFile();
-    handles.add(file, h);
-    return browser.model.upload(file);
-  });
+  const uploads = files.map(file => browser.model.upload(file));
   try {
     await Promise.all(uploads);
   } catch (err) {
@@ -241,22 +258,29 @@ async function pickAndUpload(browser: FileBrowser, handles: HandleRegistry): Pro
 }
 
 /** Ask the user to pick the file of an interrupted upload again. */
-function pickFile(item: UploadItem): Promise<File | null> {
+async function pickFile(item: UploadItem): Promise<File | null> {
+  const files = await pickFiles(false, `Pick ${item.name} again`);
+  return files[0] ?? null;
+}
+
+/** Files picked through a plain `<input type=file>`. */
+function pickFiles(multiple: boolean, title = ''): Promise<File[]> {
   return new Promise(resolve => {
     const input = document.createElement('input');
     input.type = 'file';
-    input.className = 'jp-TusUploads-repick';
+    input.multiple = multiple;
+    input.className = 'jp-TusUploads-picker';
+    input.title = title;
     input.style.display = 'none';
     input.onchange = () => {
-      resolve(input.files?.[0] ?? null);
+      resolve(Array.from(input.files ?? []));
       input.remove();
     };
     input.addEventListener('cancel', () => {
-      resolve(null);
+      resolve([]);
       input.remove();
     });
     document.body.appendChild(input);
-    input.title = `Pick ${item.name} again`;
     input.click();
   });
 }

@@ -30,7 +30,7 @@ export class UploadPanel extends Widget {
     title.className = 'jp-TusUploads-title';
     title.textContent = 'Uploads';
     const clear = document.createElement('button');
-    clear.className = 'jp-TusUploads-clear jp-mod-styled';
+    clear.className = 'jp-TusUploads-clear';
     clear.textContent = 'Clear finished';
     clear.title = 'Remove finished and cancelled uploads from this list';
     clear.onclick = () => uploader.clearFinished();

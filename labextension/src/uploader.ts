@@ -228,7 +228,6 @@ export class TusUploader {
     item.state = 'cancelled';
     this._changed.emit(item);
     if (upload) {
-      upload.options.headers = headers;
       try {
         // Terminate on the server: the staged bytes go away.
         await upload.abort(true);
@@ -345,7 +344,6 @@ export class TusUploader {
     return new Upload(file, {
       endpoint,
       metadata: buildMetadata(file, folder, overwrite),
-      headers: this._options.headers(),
       chunkSize: settings.chunkSize,
       parallelUploads: settings.parallelUploads,
       retryDelays: settings.retryDelays,
@@ -353,7 +351,8 @@ export class TusUploader {
       removeFingerprintOnSuccess: true,
       fingerprint: async (f: File) => fingerprint(f, endpoint, folder),
       onBeforeRequest: req => {
-        // Cookies (and so the XSRF token) may change during a long upload.
+        // Cookies (and so the XSRF token) may change during a long upload. (Not also in
+        // `headers`: XHR would join both values into one invalid header.)
         for (const [k, v] of Object.entries(this._options.headers())) {
           req.setHeader(k, v);
         }
@@ -477,7 +476,6 @@ export class TusUploader {
     item.error = '';
     item.meter.reset();
     item.resumedFrom = item.sent;
-    item.upload!.options.headers = this._options.headers();
     item.upload!.start();
     this._changed.emit(item);
   }

@@ -1,0 +1,199 @@
+"""Browser tests of the file browser uploader: Debian's chromium driven by Playwright
+against a real ``jupyter lab`` process started here.
+
+Chromium is ``/usr/bin/chromium`` (``make test`` installs it); Playwright's own browsers
+are never downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from ..servers import JupyterProcess
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+PLUGIN = "jupyter-tus:plugin"
+MiB = 1024 * 1024
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "test-results"
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+    return path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 30, what: str = "condition"):
+    """Poll a condition (file system, server state) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Lab:
+    """A ``jupyter lab`` process with isolated settings and workspaces."""
+
+    def __init__(self, base: Path, **kwargs) -> None:
+        self.root = base / "root"
+        self.root.mkdir(parents=True)
+        settings = base / "settings"
+        # No "get Jupyter news?" toast over the screenshots.
+        news = settings / "@jupyterlab" / "apputils-extension"
+        news.mkdir(parents=True)
+        (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+        self.process = JupyterProcess(
+            self.root,
+            app="lab",
+            args=[
+                f"--LabApp.user_settings_dir={settings}",
+                f"--LabApp.workspaces_dir={base / 'workspaces'}",
+                *kwargs.pop("args", []),
+            ],
+            **kwargs,
+        )
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return self.process.auth
+
+    def set_settings(self, **values: object) -> None:
+        """Write the extension's user settings through the lab settings API."""
+        r = requests.put(
+            self.url + f"lab/api/settings/{PLUGIN}",
+            headers=self.auth,
+            json={"raw": json.dumps(values)},
+            timeout=10,
+        )
+        assert r.status_code == 204, r.text
+
+    def head_offset(self, upload_url: str) -> int:
+        r = requests.head(upload_url, headers={**self.auth, "Tus-Resumable": "1.0.0"}, timeout=10)
+        r.raise_for_status()
+        return int(r.headers["Upload-Offset"])
+
+    def staging_files(self) -> list[str]:
+        tus = self.root / ".tus"
+        return sorted(p.name for p in tus.iterdir()) if tus.exists() else []
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[None]:
+    """No in-process server here: pytest-jupyter's autouse loop fixture would take
+    Playwright's running event loop as its own and close it."""
+    yield None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    yield
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    lab.process.start()
+    yield lab
+    lab.process.stop()
+
+
+@pytest.fixture
+def open_lab(browser: Browser, lab: Lab) -> Iterator[Callable[..., Page]]:
+    """Open JupyterLab in a fresh browser context; waits until the uploader is ready."""
+    contexts = []
+
+    def open_(throttle: int | None = 20 * MiB, init_script: str | None = None) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
+        page = context.new_page()
+        page.console_messages_seen = []  # type: ignore[attr-defined]
+        page.on("console", lambda m: page.console_messages_seen.append((m.type, m.text)))
+        if throttle:
+            # Upload bandwidth like a fast LAN, so a test can act at "half way".
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            cdp.send(
+                "Network.emulateNetworkConditions",
+                {
+                    "offline": False,
+                    "latency": 0,
+                    "downloadThroughput": -1,
+                    "uploadThroughput": throttle,
+                },
+            )
+        goto_lab(page, lab)
+        return page
+
+    yield open_
+    for c in contexts:
+        c.close()
+
+
+def goto_lab(page: Page, lab: Lab, reload: bool = False) -> None:
+    if reload:
+        page.reload()
+    else:
+        page.goto(lab.url + "lab?token=" + lab.process.token)
+    page.wait_for_selector("body[data-jupyter-tus]", state="attached", timeout=60_000)
+
+
+@pytest.fixture(scope="session")
+def big_file(tmp_path_factory) -> tuple[Path, str]:
+    """100 MB of random bytes and their sha256."""
+    path = tmp_path_factory.mktemp("data") / "survey-2026.bin"
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(100):
+            block = os.urandom(MiB)
+            h.update(block)
+            f.write(block)
+    return path, h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def results_dir() -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    return RESULTS

@@ -1,0 +1,321 @@
+"""The file browser's upload goes through tus: big files, reload and resume, cancel,
+name clashes, 413 from a proxy, one-click resume with a kept file handle, and the stock
+upload when the server extension is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, Request, Route
+
+from .conftest import REPO, Lab, MiB, goto_lab, sha256, wait_until
+
+DOCS_SCREENSHOT = REPO / "docs" / "images" / "filebrowser-upload.png"
+
+
+def named_copy(src: Path, tmp_path: Path, name: str) -> Path:
+    """The same bytes under another name (a hard link: no copy of 100 MB)."""
+    dst = tmp_path / name
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    return dst
+
+
+def upload_with_button(page: Page, path: Path) -> None:
+    """The toolbar's upload button and its file input, as a user picks a file."""
+    with page.expect_file_chooser() as chooser:
+        page.click(".jp-FileBrowser .jp-id-upload")
+    chooser.value.set_files(str(path))
+
+
+def row(page: Page, name: str):
+    return page.locator(".jp-TusUpload", has=page.locator(".jp-TusUpload-name", has_text=name))
+
+
+def wait_state(page: Page, name: str, state: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        """([name, state]) => [...document.querySelectorAll('.jp-TusUpload')].some(
+            li => li.querySelector('.jp-TusUpload-name').textContent === name
+                  && li.dataset.state === state)""",
+        arg=[name, state],
+        timeout=timeout,
+    )
+
+
+def wait_progress(page: Page, name: str, fraction: float) -> None:
+    page.wait_for_function(
+        """([name, f]) => [...document.querySelectorAll('.jp-TusUpload')].some(
+            li => li.querySelector('.jp-TusUpload-name').textContent === name
+                  && li.querySelector('progress').value >= f)""",
+        arg=[name, fraction],
+        timeout=60_000,
+    )
+
+
+class TusLog:
+    """Every tus request the page makes (Playwright request events)."""
+
+    def __init__(self, page: Page) -> None:
+        self.requests: list[Request] = []
+        page.on("request", self._on)
+
+    def _on(self, request: Request) -> None:
+        if "/api/tus/uploads" in request.url:
+            self.requests.append(request)
+
+    def mark(self) -> int:
+        return len(self.requests)
+
+    def patches(self, since: int = 0) -> list[Request]:
+        return [r for r in self.requests[since:] if r.method == "PATCH"]
+
+    def posts(self, since: int = 0) -> list[Request]:
+        return [r for r in self.requests[since:] if r.method == "POST"]
+
+    @staticmethod
+    def bytes_of(patch: Request) -> tuple[int, int]:
+        """(offset the PATCH started at, bytes it carried), from its headers."""
+        start = int(patch.headers["upload-offset"])
+        length = patch.all_headers().get("content-length")
+        response = patch.response()
+        assert response is not None and response.status == 204, patch.url
+        end = int(response.headers["upload-offset"])
+        if length is not None:
+            assert int(length) == end - start
+        return start, end - start
+
+
+def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, results_dir):
+    src, digest = big_file
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab()
+    log = TusLog(page)
+    upload_with_button(page, src)
+
+    wait_progress(page, src.name, 0.3)
+    shot = results_dir / "filebrowser-upload.png"
+    page.screenshot(path=str(shot))
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOCS_SCREENSHOT)
+    text = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
+    assert " of 100 MB" in text and "/s" in text and "left" in text, text
+
+    wait_state(page, src.name, "done")
+    landed = lab.root / src.name
+    assert sha256(landed) == digest
+    # Finite chunks (8 MiB by default), one upload, every byte sent once.
+    assert len(log.posts()) == 1
+    sent = [TusLog.bytes_of(p) for p in log.patches()]
+    assert max(n for _, n in sent) == 8 * MiB
+    assert sum(n for _, n in sent) == src.stat().st_size
+    # The file browser refreshed by itself.
+    page.locator(".jp-DirListing-itemText", has_text=src.name).wait_for()
+
+
+def test_reload_half_way_resumes_from_the_server_offset(lab: Lab, open_lab, big_file, tmp_path):
+    src = named_copy(big_file[0], tmp_path, "resume-me.bin")
+    size = src.stat().st_size
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab()
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_progress(page, src.name, 0.5)
+    upload_url = log.patches()[0].url
+
+    goto_lab(page, lab, reload=True)
+    wait_state(page, src.name, "interrupted")
+    offset = lab.head_offset(upload_url)
+    assert size * 0.4 < offset < size, offset
+    status = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
+    assert "interrupted" in status and "pick the file again" in status, status
+
+    mark = log.mark()
+    with page.expect_file_chooser() as chooser:
+        row(page, src.name).locator(".jp-TusUpload-resume").click()
+    chooser.value.set_files(str(src))
+    wait_state(page, src.name, "done")
+
+    assert sha256(lab.root / src.name) == big_file[1]
+    assert not log.posts(mark), "resumed, not started again"
+    after = [TusLog.bytes_of(p) for p in log.patches(mark)]
+    assert {r.url for r in log.patches(mark)} == {upload_url}
+    assert after[0][0] == offset
+    assert sum(n for _, n in after) == size - offset
+
+
+def test_cancel_terminates_and_removes_staging_data(lab: Lab, open_lab, big_file, tmp_path):
+    src = named_copy(big_file[0], tmp_path, "cancel-me.bin")
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab()
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_progress(page, src.name, 0.2)
+    upload_id = log.patches()[0].url.rsplit("/", 1)[1]
+    assert upload_id in lab.staging_files()
+
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        row(page, src.name).locator(".jp-TusUpload-cancel").click()
+    assert deleted.value.status == 204
+    wait_state(page, src.name, "cancelled")
+    wait_until(
+        lambda: not any(f.startswith(upload_id) for f in lab.staging_files()),
+        what="staging data removed",
+    )
+    assert not (lab.root / src.name).exists()
+    r = requests.head(
+        log.patches()[0].url, headers={**lab.auth, "Tus-Resumable": "1.0.0"}, timeout=10
+    )
+    assert r.status_code in (404, 410)
+    # Nothing left to resume after a reload.
+    goto_lab(page, lab, reload=True)
+    assert row(page, src.name).count() == 0
+
+
+def test_name_clash_asks_before_overwriting(lab: Lab, open_lab, tmp_path):
+    (lab.root / "notes.txt").write_text("old")
+    src = tmp_path / "notes.txt"
+    src.write_text("new contents")
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=None)
+
+    upload_with_button(page, src)
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    assert "already exists" in dialog.inner_text()
+    dialog.locator("button", has_text="Cancel").click()
+    wait_state(page, src.name, "cancelled")
+    assert (lab.root / "notes.txt").read_text() == "old"
+
+    upload_with_button(page, src)
+    page.locator(".jp-Dialog button", has_text="Overwrite").click()
+    wait_state(page, src.name, "done")
+    assert (lab.root / "notes.txt").read_text() == "new contents"
+
+
+def test_413_from_a_proxy_halves_the_chunk_size(lab: Lab, open_lab, tmp_path):
+    """A proxy with a 1 MiB body limit (nginx's default) in front of the server."""
+    src = tmp_path / "behind-nginx.bin"
+    data = os.urandom(12 * MiB + 17)
+    src.write_bytes(data)
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=None)
+    refused: list[int] = []
+
+    def proxy(route: Route) -> None:
+        request = route.request
+        if request.method == "PATCH":
+            body = request.post_data_buffer or b""
+            if len(body) > MiB:
+                refused.append(len(body))
+                route.fulfill(status=413, body="<html>413 Request Entity Too Large</html>")
+                return
+        route.continue_()
+
+    page.route("**/api/tus/uploads/*", proxy)
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_state(page, src.name, "done")
+
+    assert (lab.root / src.name).read_bytes() == data
+    assert refused == [8 * MiB, 4 * MiB, 2 * MiB]
+    accepted = [
+        TusLog.bytes_of(p)
+        for p in log.patches()
+        if p.response() is not None and p.response().status == 204
+    ]
+    assert max(n for _, n in accepted) == MiB
+    notes = [t for kind, t in page.console_messages_seen if "413" in t and kind == "warning"]
+    assert len(notes) == 1, notes
+
+
+PICKER_FROM_OPFS = """
+// Stand-in for the native File System Access picker, which Playwright cannot drive:
+// hand out a handle on a file the test put in the origin-private file system.
+window.showOpenFilePicker = async () => {
+  const root = await navigator.storage.getDirectory();
+  return [await root.getFileHandle('kept-handle.bin')];
+};
+"""
+
+
+def test_one_click_resume_with_a_kept_file_handle(lab: Lab, open_lab, big_file, tmp_path):
+    size = 64 * MiB
+    source_dir = lab.root / "sources"
+    source_dir.mkdir(exist_ok=True)
+    src = source_dir / "kept-handle.bin"
+    with open(big_file[0], "rb") as f:
+        src.write_bytes(f.read(size))
+    lab.set_settings(keepFileHandles=True)
+    page = open_lab(init_script=PICKER_FROM_OPFS)
+    page.evaluate(
+        """async (url) => {
+            const root = await navigator.storage.getDirectory();
+            const handle = await root.getFileHandle('kept-handle.bin', {create: true});
+            const writable = await handle.createWritable();
+            const response = await fetch(url);
+            await response.body.pipeTo(writable);
+        }""",
+        lab.url + "files/sources/kept-handle.bin",
+    )
+    choosers: list[object] = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    log = TusLog(page)
+    page.click(".jp-FileBrowser .jp-id-upload")  # opens the (stand-in) picker
+    wait_progress(page, "kept-handle.bin", 0.5)
+    upload_url = log.patches()[0].url
+
+    goto_lab(page, lab, reload=True)
+    wait_state(page, "kept-handle.bin", "interrupted")
+    status = row(page, "kept-handle.bin").locator(".jp-TusUpload-status").inner_text()
+    assert "click Resume" in status, status
+    offset = lab.head_offset(upload_url)
+    mark = log.mark()
+    row(page, "kept-handle.bin").locator(".jp-TusUpload-resume").click()
+    wait_state(page, "kept-handle.bin", "done")
+
+    assert not choosers, "resumed without asking for the file again"
+    assert sha256(lab.root / "kept-handle.bin") == sha256(src)
+    after = [TusLog.bytes_of(p) for p in log.patches(mark)]
+    assert after[0][0] == offset
+    assert sum(n for _, n in after) == size - offset
+
+
+@pytest.fixture
+def lab_without_tus(tmp_path) -> Lab:
+    lab = Lab(tmp_path, args=["--ServerApp.jpserver_extensions=jupyter_tus=False"])
+    lab.process.start()
+    yield lab
+    lab.process.stop()
+
+
+def test_stock_upload_stays_without_the_server_extension(lab_without_tus: Lab, browser, tmp_path):
+    lab = lab_without_tus
+    assert requests.options(lab.url + "api/tus/uploads", timeout=10).status_code == 404
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        messages: list[str] = []
+        page.on("console", lambda m: messages.append(m.text))
+        goto_lab(page, lab)
+        assert page.evaluate("document.body.dataset.jupyterTus") == "stock"
+        assert any("keeping JupyterLab's stock upload" in m for m in messages), messages
+        src = tmp_path / "plain.txt"
+        src.write_text("through the contents API")
+        tus_requests: list[str] = []
+        page.on("request", lambda r: "api/tus" in r.url and tus_requests.append(r.url))
+        upload_with_button(page, src)
+        wait_until(lambda: (lab.root / "plain.txt").exists(), what="stock upload")
+        wait_until(
+            lambda: (lab.root / "plain.txt").read_text() == "through the contents API",
+            what="stock upload content",
+        )
+        assert not tus_requests
+    finally:
+        context.close()
