@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WORKSPACE ?= workspace
 PORT ?= 8888
 
-.PHONY: venv lab test lint torture bench clean
+.PHONY: venv lab test lint torture bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-lab: venv
+# Debian's chromium for the browser tests (Playwright never downloads its own browsers).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+lab: venv chromium
 	mkdir -p $(WORKSPACE)
 	$(BIN)/jupyter lab --notebook-dir=$(WORKSPACE) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -24,8 +28,9 @@ lint: venv
 	$(BIN)/ruff check jupyter_tus tests benchmarks
 	$(BIN)/ruff format --check jupyter_tus tests benchmarks
 
-test: venv
+test: venv chromium
 	$(BIN)/ruff check jupyter_tus tests
+	cd labextension && (test -d node_modules || npm ci --no-audit --no-fund) && npm test
 	$(BIN)/python -m pytest -q -ra
 
 # Upload speed side by side (not part of `make test`): sets up its peers itself
