@@ -214,7 +214,8 @@ class Transfer {
         }
       },
       onAfterResponse: (req, res) => {
-        if (req.getMethod() === 'HEAD' && res.getStatus() === 200) {
+        // The first HEAD of a resumed upload says where this page took it up.
+        if (req.getMethod() === 'HEAD' && res.getStatus() === 200 && !this.row.dataset.resumedFrom) {
           this.resumedFrom = Number(res.getHeader('Upload-Offset') || 0);
           this.row.dataset.resumedFrom = String(this.resumedFrom);
         }

@@ -1,0 +1,212 @@
+"""The UploadWidget in a real browser: JupyterLab started by the test, Debian's chromium
+driven by Playwright. A 50 MB file goes through the widget to the tus endpoint; the
+kernel reports its sha256. A second run reloads the page mid-upload and resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect, sync_playwright
+
+from ..servers import JupyterProcess
+
+MiB = 1024 * 1024
+SIZE = 50 * 1000 * 1000
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]  # fmt: skip
+TIMEOUT = 120_000  # ms, for what waits on JupyterLab, the kernel or an upload
+expect.set_options(timeout=TIMEOUT)
+
+REPORT = """\
+info = w.uploads[-1]
+h = hashlib.sha256()
+with jupyter_tus.get_reader(info) as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+same_name = [u for u in jupyter_tus.list_uploads() if u.filename == info.filename]
+print("SHA256", info.filename, h.hexdigest(), "uploads", len(same_name), "landed", info.path)
+"""
+
+
+def notebook(path: Path, *cells: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "code", "metadata": {}, "source": c, "outputs": [],
+                     "execution_count": None}
+                    for c in cells
+                ],
+                "metadata": {
+                    "kernelspec": {"name": "python3", "display_name": "Python 3",
+                                   "language": "python"}
+                },
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )  # fmt: skip
+
+
+def random_file(path: Path) -> str:
+    """A SIZE-byte file of random data; returns its sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(SIZE // MiB):
+            block = os.urandom(MiB)
+            h.update(block)
+            f.write(block)
+        block = os.urandom(SIZE % MiB)
+        h.update(block)
+        f.write(block)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    base = tmp_path_factory.mktemp("widget-browser")
+    root = base / "root"
+    root.mkdir()
+    args = [f"--LabApp.workspaces_dir={base / 'workspaces'}"]
+    with JupyterProcess(root, app="lab", args=args) as server:
+        yield server
+
+
+@pytest.fixture
+def browser():
+    # Per test: Playwright's sync API keeps its own event loop running while it is open,
+    # and pytest-jupyter closes the current loop after each test.
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, lab):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload
+    yield page
+    context.close()
+
+
+def open_notebook(page: Page, lab: JupyterProcess, name: str) -> None:
+    # A workspace of its own, so that no other notebook is restored beside it.
+    workspace = name.replace(".", "-")
+    page.goto(f"{lab.url}lab/workspaces/{workspace}/tree/{name}?reset&token={lab.token}")
+    expect(cells(page).first).to_be_visible()
+    # The kernel is connected and idle (the status bar says so only once it is).
+    expect(page.get_by_role("button", name=re.compile(r"Python 3.*\| Idle"))).to_be_visible()
+
+
+def cells(page: Page):
+    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell")
+
+
+def run_cell(page: Page, index: int) -> None:
+    cell = cells(page).nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(re.compile(r"\[(\*|\d+)\]:"))
+
+
+def kernel_report(page: Page, index: int) -> re.Match:
+    output = cells(page).nth(index).locator(".jp-OutputArea-output")
+    expect(output.first).to_contain_text("SHA256")
+    text = output.first.inner_text()
+    match = re.search(r"SHA256 (\S+) ([0-9a-f]{64}) uploads (\d+) landed (\S+)", text)
+    assert match, text
+    return match
+
+
+def widget_ready(page: Page) -> None:
+    expect(page.locator(".jtus[data-ready='yes']")).to_be_attached()
+
+
+def test_upload_50mb_and_kernel_reports_sha256(page, lab, tmp_path):
+    src = tmp_path / "big-one.bin"
+    digest = random_file(src)
+    notebook(
+        lab.root_dir / "one.ipynb",
+        "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='incoming')\nw",
+        REPORT,
+    )
+    open_notebook(page, lab, "one.ipynb")
+    run_cell(page, 0)
+    widget_ready(page)
+    page.set_input_files(".jtus-input", str(src))
+    row = page.locator(".jtus-file")
+    expect(row).to_have_attribute("data-state", "done")
+    expect(row.locator(".jtus-status")).to_contain_text("Done")
+    run_cell(page, 1)
+    match = kernel_report(page, 1)
+    assert match[1] == "big-one.bin"
+    assert match[2] == digest
+    assert match[3] == "1"
+    assert match[4] == str(lab.root_dir / "incoming" / "big-one.bin")
+
+
+def test_reload_mid_upload_resumes(page, lab, tmp_path):
+    src = tmp_path / "big-two.bin"
+    digest = random_file(src)
+    chunk = 2 * MiB
+    hold_at = 5 * chunk
+    notebook(
+        lab.root_dir / "two.ipynb",
+        f"import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(chunk_size={chunk})\nw",
+        REPORT,
+    )
+    open_notebook(page, lab, "two.ipynb")
+    run_cell(page, 0)
+    widget_ready(page)
+
+    # Let five chunks through, then fail every PATCH from there on (the link is down;
+    # nothing of them reaches the server) until the page reloads, as when a user
+    # reloads during an upload.
+    def hold(route):
+        request = route.request
+        if request.method == "PATCH" and int(request.headers.get("upload-offset", 0)) >= hold_at:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    def is_held(request) -> bool:
+        return request.method == "PATCH" and request.headers.get("upload-offset") == str(hold_at)
+
+    page.route("**/api/tus/uploads/**", hold)
+    with page.expect_request(is_held):
+        page.set_input_files(".jtus-input", str(src))
+    upload_id = page.locator(".jtus-file").get_attribute("data-upload-id")
+    assert upload_id
+    head = requests.head(
+        f"{lab.endpoint}/{upload_id}", headers={**lab.auth, "Tus-Resumable": "1.0.0"}, timeout=10
+    )
+    assert head.headers["Upload-Offset"] == str(hold_at)
+
+    page.reload()
+    page.unroute("**/api/tus/uploads/**")
+    expect(cells(page).first).to_be_visible()
+    expect(page.locator(".jtus")).to_have_count(0)  # the unsaved output is gone
+    run_cell(page, 0)
+    widget_ready(page)
+    # The widget offers to resume what the reload interrupted.
+    expect(page.locator(".jtus-interrupted")).to_contain_text("big-two.bin")
+    page.set_input_files(".jtus-input", str(src))
+    row = page.locator(".jtus-file")
+    expect(row).to_have_attribute("data-state", "done")
+    assert row.get_attribute("data-upload-id") == upload_id
+    assert row.get_attribute("data-resumed-from") == str(hold_at)
+    run_cell(page, 1)
+    match = kernel_report(page, 1)
+    assert match[1] == "big-two.bin"
+    assert match[2] == digest
+    assert match[3] == "1"  # resumed, not uploaded again
