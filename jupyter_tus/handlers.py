@@ -150,6 +150,12 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 412:
             self.set_header("Tus-Version", ",".join(protocol.SUPPORTED_VERSIONS))
+        if self._refusal is not None and (
+            not self._drainable() or self._drained > self.tus_config.drain_limit
+        ):
+            # Answered before the whole body was read: tornado closes the connection
+            # after this reply, so say so, or a proxy may reuse it and fail.
+            self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
 
     def upload_url(self, upload_id: str) -> str:

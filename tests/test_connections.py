@@ -151,3 +151,13 @@ async def test_refusal_of_a_huge_body_is_answered_and_closed(tus, raw_patch, tus
     await patch.open()
     await patch.send(b"z" * 64 * 1024)
     assert await patch.response_status() == 409
+
+
+@pytest.mark.parametrize("tus_config", [{"drain_limit": 1024 * 1024}])
+async def test_early_answer_says_connection_close(tus, raw_patch, tus_config):
+    uid = await tus.create_id(10)
+    patch = raw_patch(uid, 5, 64 * 1024 * 1024)
+    await patch.open()
+    head = await asyncio.wait_for(patch.reader.readuntil(b"\r\n\r\n"), 30)
+    assert head.startswith(b"HTTP/1.1 409")
+    assert b"\r\nConnection: close\r\n" in head
