@@ -93,6 +93,11 @@ class TusLog:
 
 def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, results_dir):
     src, digest = big_file
+    (lab.root / "data").mkdir()
+    (lab.root / "analysis.ipynb").write_text(
+        '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    )
+    (lab.root / "README.md").write_text("# Workspace\n")
     lab.set_settings(keepFileHandles=False)
     page = open_lab()
     log = TusLog(page)
@@ -100,7 +105,7 @@ def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, resul
 
     wait_progress(page, src.name, 0.3)
     shot = results_dir / "filebrowser-upload.png"
-    page.screenshot(path=str(shot))
+    page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 720, "height": 720})
     if not DOCS_SCREENSHOT.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOCS_SCREENSHOT)
