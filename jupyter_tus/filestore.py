@@ -262,6 +262,10 @@ class FileStore:
         if info.is_complete:
             info.offset = info.size or 0
             info.expires = None
+            if info.is_partial and self.expiration is not None:
+                # a finished partial is only staging for a final: it expires too, or
+                # one whose final never comes (or was made) would stay for good
+                info.expires = self._last_activity(info) + self.expiration
             return info
         stored = self._stored_bytes(info.id)
         info.offset = stored if info.size is None else min(stored, info.size)
@@ -434,7 +438,11 @@ class FileStore:
             return
         now = time.time() if now is None else now
         for info in self.list_uploads():
-            if not info.is_complete and info.expires is not None and info.expires <= now:
+            if (
+                (not info.is_complete or info.is_partial)
+                and info.expires is not None
+                and info.expires <= now
+            ):
                 yield info.id
 
     # ------------------------------------------------------------------ completion
@@ -535,10 +543,16 @@ class FileStore:
     def _recover_one(self, info: FileInfo) -> str | None:
         data = self._data_path(info.id)
         if info.is_complete:
+            line = None
             if info.path and data.exists():
                 self._land(info)
-                return f"finished landing {info.id} at {info.path}"
-            return None
+                line = f"finished landing {info.id} at {info.path}"
+            if info.is_final:  # a crash can come before the partials were removed
+                for pid in info.partial_uploads:
+                    with contextlib.suppress(UploadNotFound, UploadLocked), self.lock(pid, 0):
+                        self.terminate(pid)
+                        line = line or f"removed the used partial uploads of {info.id}"
+            return line
         pending = info.unverified_from
         if pending is not None:
             with open(data, "r+b") as f:
