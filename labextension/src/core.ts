@@ -28,13 +28,14 @@ export const DEFAULT_SETTINGS: IUploadSettings = {
 };
 
 /** Merge user settings over the defaults, dropping nonsensical values. */
-export function normalizeSettings(raw: Partial<IUploadSettings> | null | undefined): IUploadSettings {
+export function normalizeSettings(
+  raw: Partial<IUploadSettings> | null | undefined
+): IUploadSettings {
   const s = { ...DEFAULT_SETTINGS };
   if (!raw) {
     return s;
   }
-  const posInt = (v: unknown): v is number =>
-    typeof v === 'number' && Number.isFinite(v) && v > 0;
+  const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
   if (posInt(raw.chunkSize)) {
     s.chunkSize = Math.floor(raw.chunkSize);
   }

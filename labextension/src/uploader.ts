@@ -18,13 +18,7 @@ import {
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
 
-export type UploadState =
-  | 'uploading'
-  | 'paused'
-  | 'done'
-  | 'error'
-  | 'cancelled'
-  | 'interrupted';
+export type UploadState = 'uploading' | 'paused' | 'done' | 'error' | 'cancelled' | 'interrupted';
 
 export interface IUploaderOptions {
   /** Absolute URL of the creation endpoint. */
@@ -43,13 +37,7 @@ export interface IUploaderOptions {
 let nextId = 1;
 
 export class UploadItem {
-  constructor(
-    name: string,
-    folder: string,
-    size: number,
-    fp: string,
-    state: UploadState
-  ) {
+  constructor(name: string, folder: string, size: number, fp: string, state: UploadState) {
     this.name = name;
     this.folder = folder;
     this.size = size;
@@ -396,11 +384,7 @@ export class TusUploader {
     const d = err as DetailedError;
     const req = d.originalRequest;
     const res = d.originalResponse;
-    return classifyFailure(
-      req?.getMethod(),
-      res?.getStatus(),
-      !!res?.getHeader('Tus-Resumable')
-    );
+    return classifyFailure(req?.getMethod(), res?.getStatus(), !!res?.getHeader('Tus-Resumable'));
   }
 
   private async _onError(item: UploadItem, err: Error | DetailedError): Promise<void> {

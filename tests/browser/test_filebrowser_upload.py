@@ -324,3 +324,18 @@ def test_stock_upload_stays_without_the_server_extension(lab_without_tus: Lab, b
         assert not tus_requests
     finally:
         context.close()
+
+
+def test_parallel_uploads_concatenate(lab: Lab, open_lab, big_file, tmp_path):
+    """parallelUploads = 3: three partial uploads at once, joined by tus concatenation."""
+    src = tmp_path / "parallel.bin"
+    with open(big_file[0], "rb") as f:
+        src.write_bytes(f.read(30 * MiB + 5))
+    lab.set_settings(keepFileHandles=False, parallelUploads=3)
+    page = open_lab(throttle=None)
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_state(page, src.name, "done")
+    assert sha256(lab.root / src.name) == sha256(src)
+    concat = [r.headers.get("upload-concat", "") for r in log.posts()]
+    assert sorted(c.split(";")[0] for c in concat) == ["final", "partial", "partial", "partial"]
