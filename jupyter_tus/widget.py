@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[FileInfo], Any]
 
+_ESM = Path(__file__).parent / "static" / "widget.js"
+if not _ESM.is_file():
+    raise ImportError(
+        f"the UploadWidget front end {_ESM} is not built: reinstall jupyter-tus "
+        "(pip install -e . builds it) or run `npm run build:widget` in labextension/"
+    )
+
 
 class UploadWidget(anywidget.AnyWidget):
     """A drop zone that uploads files into the workspace with tus.
@@ -37,7 +44,7 @@ class UploadWidget(anywidget.AnyWidget):
     ``on_complete(fn)`` calls ``fn(info)`` for each.
     """
 
-    _esm = Path(__file__).parent / "static" / "widget.js"
+    _esm = _ESM
 
     path = traitlets.Unicode("", help="Destination folder relative to root_dir.").tag(sync=True)
     accept = traitlets.Unicode("", help="Accepted file types, e.g. '.csv,.parquet'.").tag(sync=True)

@@ -55,17 +55,16 @@ def notebook(path: Path, *cells: str) -> None:
     )  # fmt: skip
 
 
-def random_file(path: Path) -> str:
-    """A SIZE-byte file of random data; returns its sha256."""
+def random_file(path: Path, size: int = SIZE) -> str:
+    """A file of ``size`` random bytes; returns its sha256."""
     h = hashlib.sha256()
     with open(path, "wb") as f:
-        for _ in range(SIZE // MiB):
-            block = os.urandom(MiB)
+        left = size
+        while left:
+            block = os.urandom(min(MiB, left))
             h.update(block)
             f.write(block)
-        block = os.urandom(SIZE % MiB)
-        h.update(block)
-        f.write(block)
+            left -= len(block)
     return h.hexdigest()
 
 
@@ -210,3 +209,74 @@ def test_reload_mid_upload_resumes(page, lab, tmp_path):
     assert match[1] == "big-two.bin"
     assert match[2] == digest
     assert match[3] == "1"  # resumed, not uploaded again
+
+
+def test_pause_resume_cancel_and_unreachable_endpoint(page, lab, tmp_path):
+    keep, drop = tmp_path / "keep.bin", tmp_path / "drop.bin"
+    digest = random_file(keep, 6 * MiB)
+    random_file(drop, 6 * MiB)
+    notebook(
+        lab.root_dir / "three.ipynb",
+        "import hashlib, jupyter_tus\n"
+        "w = jupyter_tus.UploadWidget(path='three', chunk_size=1 << 20)\nw",
+        REPORT,
+        "bad = jupyter_tus.UploadWidget(endpoint='/nowhere/api/tus/uploads')\nbad",
+        "print('ERROR:', bad.error)",
+    )
+    open_notebook(page, lab, "three.ipynb")
+    run_cell(page, 0)
+    widget_ready(page)
+    held_at = 2 * MiB
+
+    def hold(route):  # PATCHes from 2 MiB on stay in flight, unanswered
+        request = route.request
+        if request.method != "PATCH" or int(request.headers.get("upload-offset", 0)) < held_at:
+            route.continue_()
+
+    def is_held(request) -> bool:
+        return request.method == "PATCH" and request.headers.get("upload-offset") == str(held_at)
+
+    def offset(upload_id: str) -> requests.Response:
+        return requests.head(
+            f"{lab.endpoint}/{upload_id}",
+            headers={**lab.auth, "Tus-Resumable": "1.0.0"},
+            timeout=10,
+        )
+
+    # Pause while a chunk is in flight, then resume to completion.
+    page.route("**/api/tus/uploads/**", hold)
+    with page.expect_request(is_held):
+        page.set_input_files(".jtus-input", str(keep))
+    row = page.locator(".jtus-file", has_text="keep.bin")
+    row.get_by_role("button", name="Pause").click()
+    expect(row).to_have_attribute("data-state", "paused")
+    expect(row.locator(".jtus-status")).to_contain_text("Paused at 2.0 MiB")
+    keep_id = row.get_attribute("data-upload-id")
+    assert offset(keep_id).headers["Upload-Offset"] == str(held_at)
+    page.unroute("**/api/tus/uploads/**")
+    row.get_by_role("button", name="Resume").click()
+    expect(row).to_have_attribute("data-state", "done")
+    run_cell(page, 1)
+    match = kernel_report(page, 1)
+    assert match.group(1, 2, 3) == ("keep.bin", digest, "1")
+
+    # Cancel terminates the upload on the server.
+    page.route("**/api/tus/uploads/**", hold)
+    with page.expect_request(is_held):
+        page.set_input_files(".jtus-input", str(drop))
+    row = page.locator(".jtus-file", has_text="drop.bin")
+    drop_id = row.get_attribute("data-upload-id")
+    assert offset(drop_id).status_code == 200
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-state", "cancelled")
+    assert offset(drop_id).status_code in (404, 410)
+    assert not (lab.root_dir / "three" / "drop.bin").exists()
+    page.unroute("**/api/tus/uploads/**")
+
+    # No tus endpoint there: the widget says so, and so does the Python side.
+    run_cell(page, 2)
+    bad = page.locator(".jtus[data-ready='unavailable']")
+    expect(bad.locator(".jtus-message")).to_contain_text("not a tus upload endpoint (HTTP 404)")
+    run_cell(page, 3)
+    output = cells(page).nth(3).locator(".jp-OutputArea-output")
+    expect(output).to_contain_text("ERROR: Uploads are not possible")
