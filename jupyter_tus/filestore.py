@@ -578,11 +578,14 @@ class FileStore:
 
 def _copy(src: BinaryIO, dst: BinaryIO) -> None:
     """Copy a whole file, in the kernel where it can (copy_file_range), else by blocks."""
+    start = dst.tell()
     try:
         while os.copy_file_range(src.fileno(), dst.fileno(), 1 << 30):
             pass
     except OSError:
+        # copy_file_range may have copied part of it (moving both offsets): start over
         src.seek(0)
+        dst.seek(start)
         shutil.copyfileobj(src, dst, COPY_BLOCK)
 
 
