@@ -448,6 +448,12 @@ class UploadHandler(TusHandler):
             size = protocol.parse_non_negative("Upload-Length", length)
             if info.size is None:
                 info = self.manager.store.declare_length(upload_id, size)
+                if info.is_complete:  # every byte had arrived: the length completes it
+                    if offset != info.offset:
+                        raise OffsetMismatch(info.offset, offset)
+                    self.check_body_fits(info, offset)
+                    self._completed_by_length = info
+                    return
             elif size != info.size:
                 raise protocol.InvalidHeader(
                     f"Upload-Length {size} differs from the upload's length {info.size}"
@@ -477,10 +483,16 @@ class UploadHandler(TusHandler):
         self.set_status(200)
         self.finish()
 
+    _completed_by_length: FileInfo | None = None
+
     @tus_errors
     async def patch(self, upload_id: str) -> None:
         self.raise_refusal()
-        info = await self.commit()
+        info = self._completed_by_length
+        if info is not None:
+            self.manager.completed(info)
+        else:
+            info = await self.commit()
         self.set_upload_headers(info)
         self.set_status(204)
         self.finish()
