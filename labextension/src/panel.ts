@@ -160,8 +160,10 @@ export class UploadPanel extends Widget {
           `${STATE_LABEL[item.state]} · ${pct} · ${formatBytes(item.sent)} of ${formatBytes(item.size)}`
         );
     }
-    if (item.note) {
-      parts.push(item.note);
+    for (const note of [item.note, item.chunkNote]) {
+      if (note && item.state !== 'done') {
+        parts.push(note);
+      }
     }
     const status = li.querySelector('.jp-TusUpload-status') as HTMLElement;
     status.textContent = parts.join(' · ');

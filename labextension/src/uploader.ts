@@ -12,6 +12,7 @@ import {
   buildMetadata,
   classifyFailure,
   fingerprint,
+  formatBytes,
   halveChunk,
   joinPath,
   parseFingerprint
@@ -57,6 +58,8 @@ export class UploadItem {
   resumedFrom = 0;
   error = '';
   note = '';
+  /** Set when a proxy's 413 made the chunks smaller. */
+  chunkNote = '';
   meter = new RateMeter();
   handle?: IFileHandle;
   file?: File;
@@ -129,7 +132,6 @@ export class TusUploader {
     if (previous.length) {
       previous.sort((a, b) => (a.creationTime < b.creationTime ? 1 : -1));
       upload.resumeFromPreviousUpload(previous[0]);
-      item.note = 'resuming';
     } else if (await this._options.exists(item.path)) {
       if (!(await this._options.confirmOverwrite(item.name, folder))) {
         this._finish(item, 'cancelled');
@@ -366,8 +368,17 @@ export class TusUploader {
       },
       onUploadUrlAvailable: () => {
         item.uploadUrl = item.upload?.url;
-        if (item.note === 'resuming') {
-          item.note = '';
+      },
+      onAfterResponse: (req, res) => {
+        // A HEAD is how tus-js-client learns the server's offset when it resumes.
+        if (req.getMethod() === 'HEAD' && res.getStatus() === 200) {
+          const offset = Number(res.getHeader('Upload-Offset') ?? NaN);
+          if (Number.isFinite(offset)) {
+            item.sent = offset;
+            item.resumedFrom = offset;
+            item.meter.reset();
+            item.note = offset > 0 ? `resumed at ${formatBytes(offset)}` : '';
+          }
         }
       },
       onSuccess: () => {
@@ -417,7 +428,7 @@ export class TusUploader {
         }
         await upload.abort(false);
         upload.options.chunkSize = next;
-        item.note = `chunks of ${Math.round(next / 1024)} KiB (proxy limit)`;
+        item.chunkNote = `chunks of ${Math.round(next / 1024)} KiB (proxy limit)`;
         this._start(item);
         return;
       }
