@@ -185,7 +185,9 @@ export function classifyFailure(
     return 'clash';
   }
   if (st === 404 || st === 410) {
-    return hasTusHeader || m !== 'POST' ? 'gone' : 'fatal';
+    // Without Tus-Resumable the answer comes from something else (JupyterHub while the
+    // user's server is stopped, a proxy): the upload may well still be there.
+    return hasTusHeader ? 'gone' : 'server-gone';
   }
   if (st === 409 || st === 423 || st === 429 || st >= 500) {
     return 'retry';
@@ -198,7 +200,7 @@ export function classifyFailure(
 
 /** Whether tus-js-client should retry by itself (with its retry delays). */
 export function shouldRetry(kind: FailureKind): boolean {
-  return kind === 'retry';
+  return kind === 'retry' || kind === 'server-gone';
 }
 
 /** Next chunk size after a 413, or null when it cannot go smaller. */

@@ -15,7 +15,8 @@ import {
   formatBytes,
   halveChunk,
   joinPath,
-  parseFingerprint
+  parseFingerprint,
+  shouldRetry
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
 
@@ -352,8 +353,7 @@ export class TusUploader {
         }
       },
       onShouldRetry: (err: DetailedError) => {
-        const kind = this._classify(err);
-        return kind === 'retry' && navigator.onLine !== false;
+        return shouldRetry(this._classify(err)) && navigator.onLine !== false;
       },
       onProgress: (sent: number) => {
         if (item.state !== 'uploading') {

@@ -13,7 +13,8 @@ import {
   joinPath,
   normalizeFolder,
   normalizeSettings,
-  parseFingerprint
+  parseFingerprint,
+  shouldRetry
 } from '../core';
 
 describe('settings', () => {
@@ -107,6 +108,11 @@ describe('failures', () => {
     expect(classifyFailure('PATCH', 502, false)).toBe('retry');
     expect(classifyFailure('PATCH', undefined, false)).toBe('retry');
     expect(classifyFailure('PATCH', 404, true)).toBe('gone');
+    expect(classifyFailure('PATCH', 404, false)).toBe('server-gone');
+    expect(shouldRetry(classifyFailure('PATCH', 404, false))).toBe(true);
+    expect(shouldRetry(classifyFailure('PATCH', 404, true))).toBe(false);
+    expect(shouldRetry(classifyFailure('POST', 409, true))).toBe(false);
+    expect(shouldRetry(classifyFailure('PATCH', 413, false))).toBe(false);
     expect(classifyFailure('POST', 403, true)).toBe('forbidden');
     expect(classifyFailure('POST', 400, true)).toBe('forbidden');
   });
