@@ -135,6 +135,31 @@ function duration(seconds: number): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** A tus-js-client error in plain words: the server's own message when it sent one. */
+function describe(err: Error): string {
+  const detailed = err as tus.DetailedError;
+  const response = detailed.originalResponse;
+  if (!response) {
+    return `${err.message || err} (the server could not be reached)`;
+  }
+  const status = response.getStatus();
+  let message = '';
+  try {
+    message = JSON.parse(response.getBody() || '{}').message || '';
+  } catch {
+    message = (response.getBody() || '').slice(0, 200);
+  }
+  let hint = '';
+  if (status === 409 && detailed.originalRequest?.getMethod() === 'POST') {
+    hint = ' Use overwrite=True to replace it.';
+  } else if (status === 413) {
+    hint = ' The file or a chunk is too large for the server or a proxy: try a smaller chunk_size.';
+  } else if (status === 401 || status === 403) {
+    hint = ' Reload the page to log in again.';
+  }
+  return `HTTP ${status}${message ? ': ' + message : ''}.${hint}`;
+}
+
 function button(label: string, onClick: () => void): HTMLButtonElement {
   const b = document.createElement('button');
   b.type = 'button';
@@ -157,6 +182,9 @@ class Transfer {
   private cancelButton: HTMLButtonElement;
   private samples: [number, number][] = [];
   private resumedFrom = 0;
+  private sent = 0;
+  private total = 0;
+  private ticker: number | undefined;
 
   constructor(
     private file: File,
@@ -226,10 +254,19 @@ class Transfer {
           this.row.dataset.uploadId = id;
         }
       },
+      onShouldRetry: err => {
+        // Retry what time may fix (network, 5xx, 423, an offset mismatch on PATCH), not a
+        // refusal: a name clash at creation, a missing permission, a size limit.
+        const status = err.originalResponse?.getStatus() ?? 0;
+        if (status === 409) {
+          return err.originalRequest?.getMethod() !== 'POST';
+        }
+        return status === 0 || status === 423 || status < 400 || status >= 500;
+      },
       onProgress: (sent, total) => this.progress(sent, total),
       onSuccess: () => this.success(),
       onError: err => {
-        this.setState('error', `Failed: ${err.message || err}`);
+        this.setState('error', `Failed: ${describe(err)}`);
         this.pauseButton.textContent = 'Retry';
       }
     });
@@ -251,6 +288,16 @@ class Transfer {
       /* no storage: start afresh */
     }
     this.upload.start();
+    // Refresh speed and time left even when no byte moves (a stalled link shows as such).
+    this.ticker = window.setInterval(() => {
+      if (this.row.dataset.state === 'uploading' && this.total) {
+        this.progress(this.sent, this.total);
+      }
+    }, 1000);
+  }
+
+  private finish(): void {
+    window.clearInterval(this.ticker);
   }
 
   private setState(state: string, text: string): void {
@@ -259,6 +306,8 @@ class Transfer {
   }
 
   private progress(sent: number, total: number): void {
+    this.sent = sent;
+    this.total = total;
     const now = performance.now();
     this.samples.push([now, sent]);
     while (this.samples.length > 2 && now - this.samples[0][0] > 5000) {
@@ -269,11 +318,17 @@ class Transfer {
     this.bar.max = total || 1;
     this.bar.value = sent;
     const resumed = this.resumedFrom ? ` · resumed at ${human(this.resumedFrom)}` : '';
-    const rate = speed > 0 ? ` · ${human(speed)}/s · ${duration((total - sent) / speed)} left` : '';
+    const rate =
+      speed > 0
+        ? ` · ${human(speed)}/s · ${duration((total - sent) / speed)} left`
+        : sent < total && now - t0 > 3000
+          ? ' · stalled, waiting for the network…'
+          : '';
     this.setState('uploading', `${human(sent)} of ${human(total)}${rate}${resumed}`);
   }
 
   private success(): void {
+    this.finish();
     const id = this.id();
     this.bar.value = this.bar.max;
     this.pauseButton.disabled = true;
@@ -304,6 +359,7 @@ class Transfer {
   }
 
   async cancel(): Promise<void> {
+    this.finish();
     this.pauseButton.disabled = true;
     this.cancelButton.disabled = true;
     try {
@@ -317,6 +373,7 @@ class Transfer {
 
   /** Stop sending without terminating: the upload stays resumable. */
   stop(): void {
+    this.finish();
     if (this.row.dataset.state !== 'done' && this.row.dataset.state !== 'cancelled') {
       void this.upload.abort();
     }

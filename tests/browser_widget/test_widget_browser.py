@@ -260,6 +260,12 @@ def test_pause_resume_cancel_and_unreachable_endpoint(page, lab, tmp_path):
     match = kernel_report(page, 1)
     assert match.group(1, 2, 3) == ("keep.bin", digest, "1")
 
+    # The same name again, without overwrite: refused at once, in plain words.
+    page.set_input_files(".jtus-input", str(keep))
+    clash = page.locator(".jtus-file[data-state='error']", has_text="keep.bin")
+    expect(clash.locator(".jtus-status")).to_contain_text("HTTP 409")
+    expect(clash.locator(".jtus-status")).to_contain_text("Use overwrite=True")
+
     # Cancel terminates the upload on the server.
     page.route("**/api/tus/uploads/**", hold)
     with page.expect_request(is_held):
