@@ -232,9 +232,16 @@ class Transfer {
       // The destination is part of what is resumed: the same file for another folder is
       // another upload.
       fingerprint: async (f: File, options: tus.UploadOptions) =>
-        ['jupyter-tus', f.name, f.type, f.size, f.lastModified, options.endpoint, path, overwrite].join(
-          '-'
-        ),
+        [
+          'jupyter-tus',
+          f.name,
+          f.type,
+          f.size,
+          f.lastModified,
+          options.endpoint,
+          path,
+          overwrite
+        ].join('-'),
       onBeforeRequest: req => {
         // Read the cookie on every request: the server may rotate it.
         for (const [k, v] of Object.entries(authHeaders(this.config))) {
@@ -243,7 +250,11 @@ class Transfer {
       },
       onAfterResponse: (req, res) => {
         // The first HEAD of a resumed upload says where this page took it up.
-        if (req.getMethod() === 'HEAD' && res.getStatus() === 200 && !this.row.dataset.resumedFrom) {
+        if (
+          req.getMethod() === 'HEAD' &&
+          res.getStatus() === 200 &&
+          !this.row.dataset.resumedFrom
+        ) {
           this.resumedFrom = Number(res.getHeader('Upload-Offset') || 0);
           this.row.dataset.resumedFrom = String(this.resumedFrom);
         }
