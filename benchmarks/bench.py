@@ -7,6 +7,7 @@ Every row sends the same bytes from the page cache over loopback with one raw-HT
 client (the body goes out with ``socket.sendfile``, so the client costs next to
 nothing), to a fresh server process started for that row. Measured per row: MiB/s
 (bytes / wall time from the first request to the last response, creation included),
+the server's CPU time per GiB (user + system, whole tree: robust when the machine is busy),
 the server's peak RSS growth over its idle RSS (psutil, whole process tree, sampled
 every 10 ms), p50/p99 of a status GET polled every 10 ms on its own connection while
 the upload runs, and the sha256 of the landed file (a wrong hash fails the row).
@@ -296,6 +297,16 @@ class Probe:
             pass
         return total
 
+    def tree_cpu(self) -> float:
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(self.server.pid)
+            for q in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = q.cpu_times()
+                    total += t.user + t.system
+        return total
+
     def __enter__(self) -> Probe:
         if self.server is None:
             return self
@@ -314,6 +325,7 @@ class Probe:
             threading.Thread(target=self._rss, daemon=True),
             threading.Thread(target=self._poll, daemon=True),
         ]
+        self.cpu0 = self.tree_cpu()
         for t in self.threads:
             t.start()
         return self
@@ -339,6 +351,7 @@ class Probe:
             t.join()
         if self.server is not None:
             self.rss_peak = max(self.rss_peak, self.tree_rss())
+            self.cpu = self.tree_cpu() - self.cpu0
 
     def result(self) -> dict:
         if self.server is None:
@@ -348,6 +361,7 @@ class Probe:
         return {
             "rss_growth_mib": (self.rss_peak - self.idle) / MiB,
             "rss_idle_mib": self.idle / MiB,
+            "server_cpu_s": self.cpu,
             "status_p50_ms": pct(0.5),
             "status_p99_ms": pct(0.99),
             "status_n": len(lat),
@@ -524,6 +538,9 @@ def summarize(label: str, runs: list[dict], size: int) -> dict:
     out = {"label": label, "runs": runs, "ok": bool(runs) and all(r.get("ok") for r in runs)}
     if speeds:
         out.update(mibs=statistics.median(speeds), mibs_min=min(speeds), mibs_max=max(speeds))
+    cpu = [r["server_cpu_s"] / (size / (1 << 30)) for r in runs if r.get("server_cpu_s")]
+    if cpu:
+        out["server_cpu_s_per_gib"] = statistics.median(cpu)
     for key in ("rss_growth_mib", "status_p50_ms", "status_p99_ms"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         if vals:
@@ -563,8 +580,8 @@ def markdown(results: list[dict], size: int, rounds: int, when: str) -> str:
         f"{size / MiB:.0f} MiB, {rounds} interleaved rounds, {when}; {machine()}",
         "",
         "| path | MiB/s median (min-max) | x tornado 1 req | x disk+fsync "
-        "| RSS growth MiB (max) | status p50 / p99 ms | sha256 |",
-        "|---|---|---|---|---|---|---|",
+        "| server CPU s/GiB | RSS growth MiB (max) | status p50 / p99 ms | sha256 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m = r.get("mibs")
@@ -573,6 +590,7 @@ def markdown(results: list[dict], size: int, rounds: int, when: str) -> str:
             f"({fmt(r.get('mibs_min'), '.0f')}-{fmt(r.get('mibs_max'), '.0f')}) "
             f"| {fmt(m / ceiling if m and ceiling else None, '.2f')} "
             f"| {fmt(m / disk if m and disk else None, '.2f')} "
+            f"| {fmt(r.get('server_cpu_s_per_gib'), '.2f')} "
             f"| {fmt(r.get('rss_growth_mib'), '.1f')} "
             f"| {fmt(r.get('status_p50_ms'), '.1f')} / {fmt(r.get('status_p99_ms'), '.1f')} "
             f"| {'ok' if r['ok'] else 'FAIL'} |"
