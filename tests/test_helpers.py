@@ -15,7 +15,12 @@ import jupyter_tus
 from jupyter_tus import helpers
 from jupyter_tus.display import file_info_html
 
-from .notebook_support import staging, upload
+from .notebook_support import (  # noqa: F401 - fixtures
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    staging,
+    upload,
+)
 from .servers import JupyterProcess
 
 FRAME = pd.DataFrame({"city": ["Lyon", "Oslo", "Quito"], "temp": [12.5, 3.0, 14.25]})

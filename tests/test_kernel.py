@@ -11,7 +11,12 @@ import time
 import pytest
 from jupyter_client import KernelManager
 
-from .notebook_support import staging, upload
+from .notebook_support import (  # noqa: F401 - fixtures
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    staging,
+    upload,
+)
 from .servers import JupyterProcess
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

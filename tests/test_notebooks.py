@@ -13,7 +13,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from .notebook_support import staging, upload
+from .notebook_support import (  # noqa: F401 - fixtures
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    staging,
+    upload,
+)
 from .servers import JupyterProcess
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"

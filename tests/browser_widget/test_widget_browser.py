@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,23 +81,27 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def browser():
-    # Per test: Playwright's sync API keeps its own event loop running while it is open,
-    # and pytest-jupyter closes the current loop after each test.
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+def in_browser(lab):
+    """Run ``scenario(page)`` in a fresh chromium, on a thread of its own: Playwright's
+    sync API runs an event loop while it is open, which must not meet pytest-jupyter's
+    (or another module's open Playwright) on the main thread."""
 
+    def run(scenario: Callable[[Page], None]) -> None:
+        def in_thread() -> None:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                try:
+                    page = browser.new_context().new_page()
+                    page.set_default_timeout(TIMEOUT)
+                    page.on("dialog", lambda dialog: dialog.accept())  # "leave?" on reload
+                    scenario(page)
+                finally:
+                    browser.close()
 
-@pytest.fixture
-def page(browser, lab):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload
-    yield page
-    context.close()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright") as pool:
+            pool.submit(in_thread).result()
+
+    return run
 
 
 def open_notebook(page: Page, lab: JupyterProcess, name: str) -> None:
@@ -131,7 +137,11 @@ def widget_ready(page: Page) -> None:
     expect(page.locator(".jtus[data-ready='yes']")).to_be_attached()
 
 
-def test_upload_50mb_and_kernel_reports_sha256(page, lab, tmp_path):
+def test_upload_50mb(in_browser, lab, tmp_path):
+    in_browser(lambda page: _upload_50mb(page, lab, tmp_path))
+
+
+def _upload_50mb(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     src = tmp_path / "big-one.bin"
     digest = random_file(src)
     notebook(
@@ -154,7 +164,11 @@ def test_upload_50mb_and_kernel_reports_sha256(page, lab, tmp_path):
     assert match[4] == str(lab.root_dir / "incoming" / "big-one.bin")
 
 
-def test_reload_mid_upload_resumes(page, lab, tmp_path):
+def test_reload_and_resume(in_browser, lab, tmp_path):
+    in_browser(lambda page: _reload_and_resume(page, lab, tmp_path))
+
+
+def _reload_and_resume(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     src = tmp_path / "big-two.bin"
     digest = random_file(src)
     chunk = 2 * MiB
@@ -211,7 +225,11 @@ def test_reload_mid_upload_resumes(page, lab, tmp_path):
     assert match[3] == "1"  # resumed, not uploaded again
 
 
-def test_pause_resume_cancel_and_unreachable_endpoint(page, lab, tmp_path):
+def test_pause_resume_cancel_unreachable(in_browser, lab, tmp_path):
+    in_browser(lambda page: _pause_resume_cancel_unreachable(page, lab, tmp_path))
+
+
+def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     keep, drop = tmp_path / "keep.bin", tmp_path / "drop.bin"
     digest = random_file(keep, 6 * MiB)
     random_file(drop, 6 * MiB)
