@@ -27,7 +27,7 @@ TIMEOUT = 120_000  # ms, for what waits on JupyterLab, the kernel or an upload
 expect.set_options(timeout=TIMEOUT)
 
 REPORT = """\
-info = w.uploads[-1]
+info = max(w.uploads, key=lambda u: u.size)
 h = hashlib.sha256()
 with jupyter_tus.get_reader(info) as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -144,24 +144,33 @@ def test_upload_50mb(in_browser, lab, tmp_path):
 def _upload_50mb(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     src = tmp_path / "big-one.bin"
     digest = random_file(src)
+    small = tmp_path / "cities.csv"
+    small.write_text("city,n\nLyon,1\nOslo,2\nQuito,3\n")
     notebook(
         lab.root_dir / "one.ipynb",
         "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='incoming')\nw",
         REPORT,
+        "df = jupyter_tus.load('incoming/cities.csv')\n"
+        "print('FRAME', sorted(u.filename for u in w.uploads), df['n'].sum())",
     )
     open_notebook(page, lab, "one.ipynb")
     run_cell(page, 0)
     widget_ready(page)
-    page.set_input_files(".jtus-input", str(src))
-    row = page.locator(".jtus-file")
-    expect(row).to_have_attribute("data-state", "done")
-    expect(row.locator(".jtus-status")).to_contain_text("Done")
+    page.set_input_files(".jtus-input", [str(src), str(small)])  # two files at once
+    rows = page.locator(".jtus-file")
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        expect(rows.nth(i)).to_have_attribute("data-state", "done")
+        expect(rows.nth(i).locator(".jtus-status")).to_contain_text("Done")
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match[1] == "big-one.bin"
     assert match[2] == digest
     assert match[3] == "1"
     assert match[4] == str(lab.root_dir / "incoming" / "big-one.bin")
+    run_cell(page, 2)
+    output = cells(page).nth(2).locator(".jp-OutputArea-output")
+    expect(output).to_contain_text("FRAME ['big-one.bin', 'cities.csv'] 6")
 
 
 def test_reload_and_resume(in_browser, lab, tmp_path):
