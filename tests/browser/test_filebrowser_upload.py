@@ -34,6 +34,20 @@ def upload_with_button(page: Page, path: Path) -> None:
     chooser.value.set_files(str(path))
 
 
+def drop_on_file_browser(page: Page, paths: list[Path]) -> None:
+    """A real drop of files and folders from disk on the listing (DevTools' drag
+    emulation: the page gets file-system-backed entries, as from a file manager)."""
+    page.locator(".jp-FileBrowser .jp-DirListing-item").first.wait_for()
+    box = page.locator(".jp-FileBrowser .jp-DirListing-content").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cdp = page.context.new_cdp_session(page)
+    data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+    cdp.detach()
+
+
 def row(page: Page, name: str):
     return page.locator(".jp-TusUpload", has=page.locator(".jp-TusUpload-name", has_text=name))
 
@@ -339,3 +353,53 @@ def test_parallel_uploads_concatenate(lab: Lab, open_lab, big_file, tmp_path):
     assert sha256(lab.root / src.name) == sha256(src)
     concat = [r.headers.get("upload-concat", "") for r in log.posts()]
     assert sorted(c.split(";")[0] for c in concat) == ["final", "partial", "partial", "partial"]
+
+
+def test_drag_and_drop_keeps_the_folder_structure(lab: Lab, open_lab, tmp_path):
+    folder = tmp_path / "dropped"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "one.csv").write_text("a,b\n1,2\n")
+    (folder / "sub" / "two.txt").write_text("two")
+    loose = tmp_path / "loose.bin"
+    loose.write_bytes(os.urandom(3 * MiB))
+    (lab.root / "README.md").write_text("# Workspace\n")  # a listing to drop on
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=None)
+    log = TusLog(page)
+    drop_on_file_browser(page, [folder, loose])
+    for name in ("one.csv", "two.txt", "loose.bin"):
+        wait_state(page, name, "done")
+    assert (lab.root / "dropped" / "one.csv").read_text() == "a,b\n1,2\n"
+    assert (lab.root / "dropped" / "sub" / "two.txt").read_text() == "two"
+    assert (lab.root / "loose.bin").read_bytes() == loose.read_bytes()
+    assert len(log.posts()) == 3  # every file through tus
+
+
+def test_one_click_resume_of_a_dropped_file(lab: Lab, open_lab, big_file, tmp_path):
+    """A dropped file's handle is kept (Chromium), so Resume needs no file dialog."""
+    src = named_copy(big_file[0], tmp_path, "dropped-big.bin")
+    size = src.stat().st_size
+    (lab.root / "README.md").write_text("# Workspace\n")  # a listing to drop on
+    lab.set_settings(keepFileHandles=True)
+    page = open_lab()
+    choosers: list[object] = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    log = TusLog(page)
+    drop_on_file_browser(page, [src])
+    wait_progress(page, src.name, 0.5)
+    upload_url = log.patches()[0].url
+
+    goto_lab(page, lab, reload=True)
+    wait_state(page, src.name, "interrupted")
+    status = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
+    assert "click Resume" in status, status
+    offset = lab.head_offset(upload_url)
+    mark = log.mark()
+    row(page, src.name).locator(".jp-TusUpload-resume").click()
+    wait_state(page, src.name, "done")
+
+    assert not choosers, "resumed without asking for the file again"
+    assert sha256(lab.root / src.name) == big_file[1]
+    after = [TusLog.bytes_of(p) for p in log.patches(mark)]
+    assert after[0][0] == offset
+    assert sum(n for _, n in after) == size - offset
