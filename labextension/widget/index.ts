@@ -410,6 +410,7 @@ async function showInterrupted(target: HTMLElement, endpoint: string): Promise<v
   for (const p of mine) {
     const line = document.createElement('div');
     line.className = 'jtus-interrupted-item';
+    line.dataset.filename = p.metadata?.filename ?? '';
     const size = p.size === null || p.size === undefined ? '' : ` (${human(p.size)})`;
     line.textContent = `${p.metadata?.filename ?? p.uploadUrl}${size} `;
     line.append(
@@ -485,7 +486,16 @@ function render({ model, el }: RenderProps): () => void {
       list.append(transfer.row);
       void transfer.start();
     }
-    void showInterrupted(interrupted, endpoint);
+    // What was chosen again is no longer "interrupted": it resumes (or starts anew).
+    const names = new Set(chosen.map(f => f.name));
+    interrupted.querySelectorAll<HTMLElement>('.jtus-interrupted-item').forEach(item => {
+      if (names.has(item.dataset.filename || '')) {
+        item.remove();
+      }
+    });
+    if (!interrupted.querySelector('.jtus-interrupted-item')) {
+      interrupted.textContent = '';
+    }
   };
 
   drop.addEventListener('click', () => input.click());

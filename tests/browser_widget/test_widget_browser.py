@@ -223,6 +223,7 @@ def _reload_and_resume(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     # The widget offers to resume what the reload interrupted.
     expect(page.locator(".jtus-interrupted")).to_contain_text("big-two.bin")
     page.set_input_files(".jtus-input", str(src))
+    expect(page.locator(".jtus-interrupted-item")).to_have_count(0)  # it is resuming
     row = page.locator(".jtus-file")
     expect(row).to_have_attribute("data-state", "done")
     assert row.get_attribute("data-upload-id") == upload_id
