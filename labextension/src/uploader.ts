@@ -70,6 +70,8 @@ export class UploadItem {
   uploadUrl?: string | null;
   parallelUploadUrls?: string[] | null;
   settle?: (done: boolean) => void;
+  /** A Resume click on an interrupted entry is under way. */
+  resuming = false;
 
   get path(): string {
     return joinPath(this.folder, this.name);
@@ -99,7 +101,8 @@ export class TusUploader {
 
   /**
    * Upload `file` into `folder`; resolves true when it landed, false when the user
-   * declined or cancelled; rejects when it failed for good.
+   * declined or cancelled it. A failure stays in the panel (resume or cancel there), so
+   * the promise only settles once the user has decided.
    */
   async upload(file: File, folder: string, handle?: IFileHandle): Promise<boolean> {
     const fp = fingerprint(file, this.endpoint, folder);
@@ -108,11 +111,15 @@ export class TusUploader {
     item.handle = handle;
     // An interrupted entry for the same file becomes this upload.
     for (const old of this._items.filter(i => i.fingerprint === fp && i !== item)) {
-      if (old.state === 'interrupted' || old.state === 'done' || old.state === 'cancelled') {
-        this._remove(old);
-      } else if (old.state === 'uploading' || old.state === 'paused') {
+      if (old.state === 'uploading' || old.state === 'paused') {
         throw new Error(`"${file.name}" is already being uploaded to /${folder}`);
       }
+      if (old.state === 'error' && old.upload) {
+        // Picked again after a failure: this upload takes over (same server upload).
+        await old.upload.abort(false);
+        old.settle?.(false);
+      }
+      this._remove(old);
     }
     // Resolves when the file lands (true) or the user gives up on it (false); an error
     // stays in the panel, where the user can resume or cancel it.
@@ -163,9 +170,21 @@ export class TusUploader {
       this._start(item);
       return;
     }
-    if (item.state !== 'interrupted') {
+    if (item.state !== 'interrupted' || item.resuming) {
       return;
     }
+    item.resuming = true;
+    try {
+      await this._resumeInterrupted(item, pickFile);
+    } finally {
+      item.resuming = false;
+    }
+  }
+
+  private async _resumeInterrupted(
+    item: UploadItem,
+    pickFile?: () => Promise<File | null>
+  ): Promise<void> {
     // After a reload: the kept handle (Chromium) or a file the user picks again.
     let file: File | null = null;
     if (item.handle) {
@@ -188,7 +207,10 @@ export class TusUploader {
       this._changed.emit(item);
       return;
     }
-    await this.upload(file, item.folder, item.handle);
+    void this.upload(file, item.folder, item.handle).catch(err => {
+      item.error = String((err as Error)?.message ?? err);
+      this._changed.emit(item);
+    });
   }
 
   async cancel(item: UploadItem): Promise<void> {
