@@ -30,6 +30,8 @@ def _check_part(part: str, what: str, allow_hidden: bool) -> None:
         raise DestinationRefused(f"{what} may not contain '{part}'")
     if part.startswith(".") and not allow_hidden:
         raise DestinationRefused(f"{what} names a hidden file or folder ({part!r})")
+    if len(part.encode()) > 255:  # NAME_MAX: the OS would refuse it (ENAMETOOLONG)
+        raise DestinationRefused(f"{what} has a name longer than 255 bytes")
 
 
 def resolve(
@@ -52,6 +54,8 @@ def resolve(
         _check_part(part, "path", allow_hidden)
     relative = "/".join([*parts, filename])
     target = root.joinpath(*parts, filename)
+    if len(str(target).encode()) > 4000:  # PATH_MAX is 4096
+        raise DestinationRefused("path is too long")
     # Follow symlinks of the folders that exist: they must not lead out of the root.
     real_parent = Path(os.path.realpath(target.parent))
     if real_parent != root and root not in real_parent.parents:
