@@ -92,6 +92,14 @@ class TusLog:
     def posts(self, since: int = 0) -> list[Request]:
         return [r for r in self.requests[since:] if r.method == "POST"]
 
+    def resumed_at(self, since: int) -> int:
+        """The offset the server reported to the HEAD that resumed the upload."""
+        heads = [r for r in self.requests[since:] if r.method == "HEAD"]
+        assert heads, "no HEAD: not resumed from the server's offset"
+        response = heads[0].response()
+        assert response is not None and response.status == 200
+        return int(response.headers["upload-offset"])
+
     @staticmethod
     def bytes_of(patch: Request) -> tuple[int, int]:
         """(offset the PATCH started at, bytes it carried), from its headers."""
@@ -163,6 +171,9 @@ def test_reload_half_way_resumes_from_the_server_offset(lab: Lab, open_lab, big_
 
     assert sha256(lab.root / src.name) == big_file[1]
     assert not log.posts(mark), "resumed, not started again"
+    held = offset
+    offset = log.resumed_at(mark)
+    assert held <= offset < size
     after = [TusLog.bytes_of(p) for p in log.patches(mark)]
     assert {r.url for r in log.patches(mark)} == {upload_url}
     assert after[0][0] == offset
@@ -301,6 +312,9 @@ def test_one_click_resume_with_a_kept_file_handle(lab: Lab, open_lab, big_file, 
 
     assert not choosers, "resumed without asking for the file again"
     assert sha256(lab.root / "kept-handle.bin") == sha256(src)
+    held = offset
+    offset = log.resumed_at(mark)
+    assert held <= offset < size
     after = [TusLog.bytes_of(p) for p in log.patches(mark)]
     assert after[0][0] == offset
     assert sum(n for _, n in after) == size - offset
@@ -400,6 +414,34 @@ def test_one_click_resume_of_a_dropped_file(lab: Lab, open_lab, big_file, tmp_pa
 
     assert not choosers, "resumed without asking for the file again"
     assert sha256(lab.root / src.name) == big_file[1]
+    held = offset
+    offset = log.resumed_at(mark)
+    assert held <= offset < size
     after = [TusLog.bytes_of(p) for p in log.patches(mark)]
+    assert after[0][0] == offset
+    assert sum(n for _, n in after) == size - offset
+
+
+def test_pause_and_resume_continue_from_the_server_offset(lab: Lab, open_lab, big_file, tmp_path):
+    src = named_copy(big_file[0], tmp_path, "pause-me.bin")
+    size = src.stat().st_size
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab()
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_progress(page, src.name, 0.25)
+    row(page, src.name).locator(".jp-TusUpload-pause").click()
+    wait_state(page, src.name, "paused")
+    upload_url = log.patches()[0].url
+    before = log.mark()
+    paused_at = lab.head_offset(upload_url)
+    assert 0 < paused_at < size
+
+    row(page, src.name).locator(".jp-TusUpload-resume").click()
+    wait_state(page, src.name, "done")
+    assert sha256(lab.root / src.name) == big_file[1]
+    offset = log.resumed_at(before)
+    assert offset >= paused_at
+    after = [TusLog.bytes_of(p) for p in log.patches(before)]
     assert after[0][0] == offset
     assert sum(n for _, n in after) == size - offset
