@@ -289,13 +289,18 @@ export class TusUploader {
           : [];
       let offset = 0;
       let alive = urls.length > 0;
+      let unknown = false;
       for (const url of urls) {
         const o = await this._headOffset(url);
         if (o === null) {
           alive = false;
           break;
         }
-        offset += o;
+        if (Number.isNaN(o)) {
+          unknown = true;
+        } else {
+          offset += o;
+        }
       }
       if (!alive) {
         await defaultOptions.urlStorage.removeUpload(key);
@@ -311,6 +316,9 @@ export class TusUploader {
       );
       item.sent = offset;
       item.resumedFrom = offset;
+      if (unknown) {
+        item.note = 'the server cannot say how much it holds right now';
+      }
       item.urlStorageKey = key;
       item.uploadUrl = entry.uploadUrl;
       item.parallelUploadUrls = entry.parallelUploadUrls;
@@ -321,6 +329,11 @@ export class TusUploader {
   }
 
   /** The offset the server holds, or null when the upload is gone (404/410). */
+  /**
+   * The offset the server holds; null when the tus server says the upload is gone
+   * (404/410 with Tus-Resumable); NaN when it cannot tell (offline, JupyterHub answering
+   * for a stopped server): such an upload stays listed.
+   */
   private async _headOffset(url: string): Promise<number | null> {
     try {
       const res = await fetch(url, {
@@ -329,12 +342,14 @@ export class TusUploader {
         credentials: 'same-origin',
         cache: 'no-store'
       });
-      if (res.status === 404 || res.status === 410) {
+      const fromTus = res.headers.has('Tus-Resumable');
+      if ((res.status === 404 || res.status === 410) && fromTus) {
         return null;
       }
-      return Number(res.headers.get('Upload-Offset') ?? 0);
+      const offset = res.headers.get('Upload-Offset');
+      return res.ok && fromTus && offset !== null ? Number(offset) : NaN;
     } catch {
-      return 0; // offline: keep it listed
+      return NaN;
     }
   }
 
