@@ -146,7 +146,9 @@ def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, resul
     page.locator(".jp-DirListing-itemText", has_text=src.name).wait_for()
 
 
-def test_reload_half_way_resumes_from_the_server_offset(lab: Lab, open_lab, big_file, tmp_path):
+def test_reload_half_way_resumes_from_the_server_offset(
+    lab: Lab, open_lab, big_file, tmp_path, results_dir
+):
     src = named_copy(big_file[0], tmp_path, "resume-me.bin")
     size = src.stat().st_size
     lab.set_settings(keepFileHandles=False)
@@ -162,6 +164,10 @@ def test_reload_half_way_resumes_from_the_server_offset(lab: Lab, open_lab, big_
     assert size * 0.4 < offset < size, offset
     status = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
     assert "interrupted" in status and "pick the file again" in status, status
+    page.screenshot(
+        path=str(results_dir / "filebrowser-interrupted.png"),
+        clip={"x": 0, "y": 0, "width": 720, "height": 720},
+    )
 
     mark = log.mark()
     with page.expect_file_chooser() as chooser:
