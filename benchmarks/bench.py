@@ -396,9 +396,11 @@ class Bench:
     def disk(self):
         dest = self.work / "disk.bin"
         t0 = time.perf_counter()
+        buf = bytearray(BLOCK)
+        view = memoryview(buf)
         with open(self.src, "rb", buffering=0) as s, open(dest, "wb", buffering=0) as d:
-            while b := s.read(BLOCK):
-                d.write(b)
+            while n := s.readinto(buf):
+                d.write(view[:n])
             os.fsync(d.fileno())
         return time.perf_counter() - t0, [(dest, self.digest)], Probe(None)
 
@@ -643,8 +645,11 @@ def main() -> int:
         keys = [k.strip() for k in args.only.split(",")]
         table = {k: v for k, v in table.items() if any(s in k for s in keys)}
     runs: dict[str, list[dict]] = {k: [] for k in table}
+    order = list(table.items())
     for rnd in range(args.rounds):
-        for label, fn in table.items():
+        # rotate the order each round: no row always follows the same one
+        k = rnd % len(order)
+        for label, fn in order[k:] + order[:k]:
             try:
                 res = run_row(fn)
             except Exception as exc:  # a failed row is reported, the run goes on
