@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = HERE / "peers"
 PEER_PY = PEERS / "venv" / "bin" / "python"
+PEER_PACKAGES = ["tuspyserver", "uvicorn", "uvloop", "py-spy"]
 MiB = 1 << 20
 BLOCK = 8 * MiB
 WARM = 4096  # one small upload before measuring idle RSS: first-request imports are not growth
@@ -604,7 +605,7 @@ def ensure_peers() -> None:
     if not PEER_PY.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEERS / "venv")], check=True)
         subprocess.run(
-            [str(PEER_PY), "-m", "pip", "install", "-q", "tuspyserver", "uvicorn", "uvloop"],
+            [str(PEER_PY), "-m", "pip", "install", "-q", *PEER_PACKAGES],
             check=True,
         )
     if not (HERE / "node_modules" / "@tus" / "server").exists():
