@@ -20,7 +20,7 @@ venv: $(STAMP)
 chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-lab: venv chromium
+lab: venv
 	mkdir -p $(WORKSPACE)
 	$(BIN)/jupyter lab --notebook-dir=$(WORKSPACE) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
