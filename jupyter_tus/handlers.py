@@ -268,8 +268,11 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             IOLoop.current().call_later(self.tus_config.idle_timeout - quiet, self._check_idle)
 
     def _let_go(self) -> None:
-        """Stop receiving (takeover, idle): keep what arrived, unlock, drop the link."""
-        if self._committing:
+        """Stop receiving (takeover, idle): keep what arrived, unlock, drop the link.
+
+        Only a request streaming a body lets go: any other (HEAD, DELETE, a final
+        concatenation) ends soon by itself, and cutting it would lose its answer."""
+        if self._committing or self._writer is None:
             return
         self._stop_writing()
         self._unlock()
