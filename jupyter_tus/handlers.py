@@ -130,7 +130,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         # For clients that can only send GET and POST; it must take effect before
         # tornado dispatches and checks XSRF, hence here.
         override = self.request.headers.get("X-HTTP-Method-Override")
-        if override and self.request.method != "HEAD":  # a HEAD answer can carry no body
+        # Never from or to HEAD: a HEAD's answer has no body and a body needs one.
+        if override and "HEAD" not in (self.request.method, override.strip().upper()):
             self.request.method = override.strip().upper()
         self._refusal: web.HTTPError | None = None
         self._drained = 0
