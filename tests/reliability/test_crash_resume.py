@@ -121,6 +121,7 @@ class Torture:
                     raise
                 # the armed point fired during startup recovery: a crash in recovery
                 self.count_kill(env.get("TUS_CRASH", "?").split(":")[0] + "@recovery")
+                self._fired = len(self.crash_log.read_text().splitlines())
                 self.proc.env = {"TUS_CRASH_LOG": str(self.crash_log)}
 
     def count_kill(self, what: str) -> None:
