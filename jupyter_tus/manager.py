@@ -111,8 +111,14 @@ class UploadManager:
     # ------------------------------------------------------------------ reading
 
     def get_info(self, upload_id: str) -> FileInfo:
-        """The upload's info; UploadExpired once its expiry has passed."""
+        """The upload's info; UploadExpired once its expiry has passed. The caller
+        holds the lock: a complete upload whose final move failed is moved now."""
         info = self.store.get_info(upload_id)
+        if info.is_complete and info.path and hasattr(self.store, "finish_landing"):
+            try:
+                info = self.store.finish_landing(upload_id)
+            except OSError as exc:
+                self.log.warning("upload %s: the final move failed again: %s", upload_id, exc)
         if info.expires is not None and info.expires <= time.time():
             raise UploadExpired(f"upload {upload_id} expired and will be removed")
         return info
