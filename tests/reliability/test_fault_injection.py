@@ -225,10 +225,10 @@ def test_each_failing_call_leaves_a_resumable_upload(name, restart, tmp_path, mo
         if not restart and (
             not (root / "out" / "f.bin").exists() or (store.directory / uid).exists()
         ):
-            # the final move failed after completion was recorded: the upload reports
-            # complete and the next start's recover() finishes the move (documented)
-            store = _store(root, store.durability.value)
-            store.recover()
+            # the final move failed after completion was recorded: the next request on
+            # the upload (HEAD, under its lock) moves it, as UploadManager.get_info does
+            with store.lock(uid):
+                store.finish_landing(uid)
         elif not restart and staging_problems(store.directory):
             # e.g. a failed unlink of a used partial's lock file: harmless, and the
             # next start's recover() removes it
