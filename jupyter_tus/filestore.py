@@ -306,13 +306,12 @@ class FileStore:
                 self._complete(info)
         return info.id
 
-    def finish_landing(self, upload_id: str) -> FileInfo:
+    def finish_landing(self, info: FileInfo) -> FileInfo:
         """Retry the final move of a complete upload whose move failed (an I/O error
         rather than a crash, which ``recover`` repairs). The caller holds the lock."""
-        info = self._read_info(upload_id)
-        if info.is_complete and info.path and self._data_path(upload_id).exists():
+        if info.is_complete and info.path and self._data_path(info.id).exists():
             self._land(info)
-        return self._refresh(info)
+        return info
 
     def check_free_space(self, size: int) -> None:
         """Refuse up front a size that cannot fit on the staging disk."""

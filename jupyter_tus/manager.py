@@ -114,9 +114,9 @@ class UploadManager:
         """The upload's info; UploadExpired once its expiry has passed. The caller
         holds the lock: a complete upload whose final move failed is moved now."""
         info = self.store.get_info(upload_id)
-        if info.is_complete and info.path and hasattr(self.store, "finish_landing"):
+        if info.is_complete and info.path:
             try:
-                info = self.store.finish_landing(upload_id)
+                info = self.store.finish_landing(info)
             except OSError as exc:
                 self.log.warning("upload %s: the final move failed again: %s", upload_id, exc)
         if info.expires is not None and info.expires <= time.time():
