@@ -4,13 +4,11 @@ HTTP endpoint (never by writing the store's files by hand)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from .servers import JupyterProcess
+from .servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup  # noqa: F401
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -72,16 +70,3 @@ def upload(
 
 def staging(server: JupyterProcess) -> Path:
     return Path(server.root_dir) / ".tus"
-
-
-# These tests use real server processes, not pytest-jupyter's in-process server: its
-# per-test event loop is not needed, and must never adopt (then close) an event loop
-# that a Playwright session left open on this thread. Imported by each module.
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[None]:
-    yield None
-
-
-@pytest.fixture
-def jp_server_cleanup() -> Iterator[None]:
-    yield

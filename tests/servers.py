@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 BIN = Path(sys.executable).parent
@@ -133,3 +135,16 @@ class JupyterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# Tests that use server processes (and browsers) instead of pytest-jupyter's in-process
+# server import these two: its per-test event loop is not needed there, and must never
+# adopt (then close) the event loop that Playwright's sync API runs on this thread.
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[None]:
+    yield None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    yield

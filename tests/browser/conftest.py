@@ -19,7 +19,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from ..servers import JupyterProcess
+from ..servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup  # noqa: F401
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -108,18 +108,6 @@ class Lab:
     def staging_files(self) -> list[str]:
         tus = self.root / ".tus"
         return sorted(p.name for p in tus.iterdir()) if tus.exists() else []
-
-
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[None]:
-    """No in-process server here: pytest-jupyter's autouse loop fixture would take
-    Playwright's running event loop as its own and close it."""
-    yield None
-
-
-@pytest.fixture
-def jp_server_cleanup() -> Iterator[None]:
-    yield
 
 
 @pytest.fixture(scope="module")

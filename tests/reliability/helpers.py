@@ -4,7 +4,6 @@ real server process, and the invariants a staging directory must always satisfy.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import random
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from ..conftest import encode_metadata, file_sha256, sha256  # noqa: F401 - shared
 from ..servers import JupyterProcess
 
 HERE = Path(__file__).parent
@@ -50,22 +50,6 @@ def record_figures(section: str, figures: dict) -> None:
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def encode_metadata(metadata: dict[str, str]) -> str:
-    return ",".join(f"{k} {b64(v.encode())}" for k, v in metadata.items())
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05):
