@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -45,7 +46,8 @@ class TusApp(ExtensionApp):
     cleanup_interval = Float(
         3600.0,
         config=True,
-        help="Seconds between two sweeps that remove expired unfinished uploads.",
+        help="""Seconds between two sweeps that remove expired unfinished uploads and
+        retry the final move of finished uploads whose move failed. 0: no sweeps.""",
     )
     durability = CaselessStrEnum(
         [d.value for d in Durability],
@@ -122,15 +124,18 @@ class TusApp(ExtensionApp):
         self.handlers.extend(handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: object) -> None:
-        if self.expiration and self.cleanup_interval:
+        if self.cleanup_interval:
             self._cleanup = PeriodicCallback(self._sweep, self.cleanup_interval * 1000)
             self._cleanup.start()
 
-    def _sweep(self) -> None:
-        # On the event loop: a few stats and unlinks, and events must be emitted there.
-        removed = self.manager.remove_expired()
+    async def _sweep(self) -> None:
+        """Remove expired unfinished uploads; move finished ones whose move failed."""
+        removed = self.manager.remove_expired()  # a few stats and unlinks
         if removed:
             self.log.info("jupyter-tus: removed %d expired uploads", len(removed))
+        loop = asyncio.get_running_loop()
+        for info in await loop.run_in_executor(None, self.manager.retry_landings):
+            self.manager.completed(info)  # events are emitted on the event loop
 
     async def stop_extension(self) -> None:
         if self._cleanup is not None:

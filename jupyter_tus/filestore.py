@@ -36,6 +36,7 @@ from .store import (
     ChecksumMismatch,
     FileInfo,
     InsufficientStorage,
+    LandingFailed,
     LengthAlreadyDeclared,
     OffsetMismatch,
     UploadIncomplete,
@@ -306,12 +307,20 @@ class FileStore:
                 self._complete(info)
         return info.id
 
-    def finish_landing(self, info: FileInfo) -> FileInfo:
+    def finish_landing(self, info: FileInfo) -> bool:
         """Retry the final move of a complete upload whose move failed (an I/O error
-        rather than a crash, which ``recover`` repairs). The caller holds the lock."""
+        rather than a crash, which ``recover`` repairs); True if it moved now. The
+        caller holds the lock."""
         if info.is_complete and info.path and self._data_path(info.id).exists():
             self._land(info)
-        return info
+            return True
+        return False
+
+    def pending_landings(self) -> Iterator[FileInfo]:
+        """Complete uploads still waiting in the staging directory for their move."""
+        for info in self.list_uploads():
+            if info.is_complete and info.path and self._data_path(info.id).exists():
+                yield info
 
     def check_free_space(self, size: int) -> None:
         """Refuse up front a size that cannot fit on the staging disk."""
@@ -473,7 +482,13 @@ class FileStore:
         info.offset = info.size or 0
         self._save_info(info)
         if info.path is not None:
-            self._land(info)
+            try:
+                self._land(info)
+            except OSError as exc:
+                raise LandingFailed(
+                    f"all {info.offset} bytes arrived, but moving the file to its"
+                    f" destination failed ({exc.strerror}); the server retries the move"
+                ) from exc
 
     def _land(self, info: FileInfo) -> None:
         """Move the staged data to ``info.path`` with one rename (no clobbering unless

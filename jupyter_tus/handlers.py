@@ -37,6 +37,7 @@ from .store import (
     DestinationRefused,
     FileInfo,
     InsufficientStorage,
+    LandingFailed,
     LengthAlreadyDeclared,
     OffsetMismatch,
     StoreError,
@@ -63,6 +64,7 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     DestinationExists: 409,
     DestinationRefused: 403,
     InsufficientStorage: 507,
+    LandingFailed: 503,
 }
 REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
 

@@ -8,10 +8,11 @@ handlers stay thin, as jupyter-server's contents handlers do over their manager.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import destinations
@@ -114,11 +115,8 @@ class UploadManager:
         """The upload's info; UploadExpired once its expiry has passed. The caller
         holds the lock: a complete upload whose final move failed is moved now."""
         info = self.store.get_info(upload_id)
-        if info.is_complete and info.path:
-            try:
-                info = self.store.finish_landing(info)
-            except OSError as exc:
-                self.log.warning("upload %s: the final move failed again: %s", upload_id, exc)
+        if info.is_complete and info.path and self._finish_landing(info):
+            self.completed(info)
         if info.expires is not None and info.expires <= time.time():
             raise UploadExpired(f"upload {upload_id} expired and will be removed")
         return info
@@ -180,6 +178,41 @@ class UploadManager:
             data["path"] = relative
         self._emit(data)
 
+    def _finish_landing(self, info: FileInfo) -> bool:
+        """Retry a failed final move (the caller holds the lock); True once moved."""
+        try:
+            return self.store.finish_landing(info)
+        except OSError as exc:
+            self.log.warning("upload %s: the final move failed again: %s", info.id, exc)
+            return False
+
+    def retry_landings(self) -> list[FileInfo]:
+        """Move the finished uploads whose final move failed (a destination that was
+        full or read-only for a while), so their files appear without a client
+        coming back; return them. Uploads whose lock is held are left to their
+        holder. Touches whole files (a copy across filesystems): run it in a thread,
+        then report each with ``completed`` on the event loop."""
+        landed = []
+        for info in list(self.store.pending_landings()):
+            with self._lock_if_free(info.id) as free:
+                if free and self._finish_landing(info):
+                    landed.append(info)
+        return landed
+
+    @contextlib.contextmanager
+    def _lock_if_free(self, upload_id: str) -> Iterator[bool]:
+        """Take the upload's lock if nobody holds it; yield whether we got it."""
+        lock = self.store.lock(upload_id)
+        try:
+            free = lock.acquire(blocking=False)
+        except UploadNotFound:
+            free = False
+        try:
+            yield free
+        finally:
+            if free:
+                lock.release()
+
     # ------------------------------------------------------------------ expiry
 
     def remove_expired(self) -> list[str]:
@@ -187,15 +220,8 @@ class UploadManager:
         being written holds its lock, so it is never removed under a writer)."""
         removed = []
         for upload_id in list(self.store.expired_uploads()):
-            lock = self.store.lock(upload_id)
-            try:
-                if not lock.acquire(blocking=False):
-                    continue
-            except UploadNotFound:
-                continue
-            try:
-                self.terminate(upload_id, action="expired")
-                removed.append(upload_id)
-            finally:
-                lock.release()
+            with self._lock_if_free(upload_id) as free:
+                if free:
+                    self.terminate(upload_id, action="expired")
+                    removed.append(upload_id)
         return removed

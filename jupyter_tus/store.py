@@ -78,6 +78,11 @@ class DestinationExists(DestinationRefused):
     """A file already exists where the upload would land, and overwrite was not asked."""
 
 
+class LandingFailed(StoreError):
+    """Every byte arrived, but moving the file to its destination failed; the move is
+    retried on the upload's next request and by the periodic sweep."""
+
+
 class InsufficientStorage(StoreError):
     """The disk is full, or too full to take the announced size."""
 

@@ -3,9 +3,11 @@ and a thin tus client over its ``jp_fetch``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -123,3 +125,25 @@ def server_process(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def events(jp_serverapp) -> list[dict]:
+    """The upload events the server emits during the test."""
+    from jupyter_tus.manager import EVENT_SCHEMA_ID
+
+    received: list[dict] = []
+
+    async def listener(logger, schema_id, data):
+        received.append(dict(data))
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
+    return received
+
+
+async def wait_events(events: list[dict], n: int) -> None:
+    """Wait until ``n`` events arrived (a poll with a deadline)."""
+    deadline = time.monotonic() + 10
+    while len(events) < n:
+        assert time.monotonic() < deadline, events
+        await asyncio.sleep(0.01)

@@ -6,28 +6,7 @@ import os
 
 import pytest
 
-from jupyter_tus.manager import EVENT_SCHEMA_ID
-
-
-@pytest.fixture
-def events(jp_serverapp):
-    received: list[dict] = []
-
-    async def listener(logger, schema_id, data):
-        received.append(dict(data))
-
-    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
-    return received
-
-
-async def wait_events(events, n):
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + 10
-    while len(events) < n:
-        assert time.monotonic() < deadline, events
-        await asyncio.sleep(0.01)
+from .conftest import wait_events
 
 
 async def test_events_on_completion_and_termination(tus, events):
