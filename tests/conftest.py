@@ -47,6 +47,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def creation_headers(
+    size: int | None, metadata: dict | None, headers: dict | None, with_body: bool
+) -> dict:
+    """The headers of a creation POST: length (or deferred), metadata, body type."""
+    h = dict(headers or {})
+    if size is None:
+        h.setdefault("Upload-Defer-Length", "1")
+    else:
+        h.setdefault("Upload-Length", str(size))
+    if metadata:
+        h["Upload-Metadata"] = encode_metadata(metadata)
+    if with_body:
+        h.update(OFFSET_TYPE)
+    return h
+
+
 @dataclass
 class TusClient:
     """Raw tus requests against the test server; never raises on an error status."""
@@ -75,15 +91,7 @@ class TusClient:
     async def create(
         self, size: int | None, metadata: dict | None = None, headers=None, body=None
     ) -> HTTPResponse:
-        h = dict(headers or {})
-        if size is None:
-            h.setdefault("Upload-Defer-Length", "1")
-        else:
-            h.setdefault("Upload-Length", str(size))
-        if metadata:
-            h["Upload-Metadata"] = encode_metadata(metadata)
-        if body is not None:
-            h.update(OFFSET_TYPE)
+        h = creation_headers(size, metadata, headers, with_body=body is not None)
         return await self.request("POST", headers=h, body=body)
 
     async def create_id(self, size: int | None, metadata: dict | None = None, **kw) -> str:

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import requests
 
-from ..conftest import encode_metadata, file_sha256, sha256  # noqa: F401 - shared
+from ..conftest import (  # noqa: F401 - shared with the tests of this folder
+    OFFSET_TYPE,
+    TUS,
+    creation_headers,
+    encode_metadata,
+    file_sha256,
+    sha256,
+)
 from ..servers import JupyterProcess
 
 HERE = Path(__file__).parent
 SERVER_FAULTS = HERE / "server_faults.py"
-TUS = {"Tus-Resumable": "1.0.0"}
-OFFSET_TYPE = {"Content-Type": "application/offset+octet-stream"}
 DEFAULT_SEED = 20261125
 
 
@@ -100,15 +105,7 @@ class Client:
         return self.session.request(method, self.url(uid), headers=h, **kw)
 
     def create(self, size: int | None, metadata=None, headers=None, data=None):
-        h = dict(headers or {})
-        if size is None:
-            h.setdefault("Upload-Defer-Length", "1")
-        else:
-            h.setdefault("Upload-Length", str(size))
-        if metadata:
-            h["Upload-Metadata"] = encode_metadata(metadata)
-        if data is not None:
-            h.update(OFFSET_TYPE)
+        h = creation_headers(size, metadata, headers, with_body=data is not None)
         return self.request("POST", headers=h, data=data)
 
     @staticmethod
