@@ -29,7 +29,8 @@ lint: venv
 	$(BIN)/ruff format --check jupyter_tus tests benchmarks
 
 test: venv chromium
-	$(BIN)/ruff check jupyter_tus tests
+	$(BIN)/ruff check jupyter_tus tests benchmarks
+	$(BIN)/ruff format --check jupyter_tus tests benchmarks
 	cd labextension && (test -d node_modules || npm ci --no-audit --no-fund) && npm test
 	$(BIN)/python -m pytest -q -ra
 
