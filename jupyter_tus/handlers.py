@@ -18,6 +18,7 @@ import mimetypes
 import re
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -140,6 +141,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._writer: FileChunkWriter | None = None
         self._lock: UploadLock | None = None
         self._committing = False
+        self._writing: asyncio.Future | None = None  # a piece being written in a thread
+        self._piece_error: StoreError | None = None
         self._last_data = time.monotonic()
         self._upload_id: str | None = None
 
@@ -232,24 +235,41 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return length.isdigit() and int(length) <= self.tus_config.drain_limit
 
     def raise_refusal(self) -> None:
+        self._take_piece_error()
         if self._refusal is not None:
             raise self._refusal
 
     # ------------------------------------------------------------------ body
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self._take_piece_error()
         if self._refusal is not None:
             self._drained += len(chunk)
             if self._drained > self.tus_config.drain_limit and not self._finished:
                 self.send_error(self._refusal.status_code, exc_info=(None, self._refusal, None))
-            return
+            return None
         writer = self._writer
         if writer is None:
-            return
+            return None
         self._last_data = time.monotonic()
+        # Each piece (1 MiB) is written by a worker thread while the event loop serves
+        # other requests: a write() that the kernel throttles (dirty pages) never stalls
+        # the server. tornado reads the next piece only once this one is on disk.
+        self._writing = asyncio.get_running_loop().run_in_executor(
+            None, self._write_piece, writer, chunk
+        )
+        return self._writing
+
+    def _write_piece(self, writer: FileChunkWriter, chunk: bytes) -> None:
+        """In a worker thread. A refusal (too long, disk full) is taken up on the loop."""
         try:
             writer.write(chunk)
         except StoreError as exc:
+            self._piece_error = exc
+
+    def _take_piece_error(self) -> None:
+        exc, self._piece_error = self._piece_error, None
+        if exc is not None:
             self._refuse(exc)  # the bytes that fitted are kept; drain the rest
 
     def start_writing(self, writer: FileChunkWriter) -> None:
@@ -277,9 +297,17 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         concatenation) ends soon by itself, and cutting it would lose its answer."""
         if self._committing or self._writer is None:
             return
+        self._release()
+        self.request.connection.close()
+
+    def _release(self) -> None:
+        """Stop writing (keeping what arrived) and unlock: now, or as soon as the piece
+        a worker thread is writing is on disk."""
+        if self._writing is not None and not self._writing.done():
+            self._writing.add_done_callback(lambda _: self._release())
+            return
         self._stop_writing()
         self._unlock()
-        self.request.connection.close()
 
     def _stop_writing(self) -> None:
         writer, self._writer = self._writer, None
@@ -326,13 +354,11 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def on_connection_close(self) -> None:
         super().on_connection_close()
         if not self._committing:
-            self._stop_writing()
-            self._unlock()
+            self._release()
 
     def on_finish(self) -> None:
         if not self._committing:
-            self._stop_writing()
-            self._unlock()
+            self._release()
 
     # ------------------------------------------------------------------ responses
 
