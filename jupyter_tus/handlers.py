@@ -127,6 +127,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     """What every tus request shares: auth, version check, refusals, body, lock."""
 
     auth_resource = "contents"
+    _streaming = 0  # requests of this process streaming a body into the store right now
 
     def initialize(self, name: str, **kwargs: Any) -> None:
         super().initialize(name, **kwargs)
@@ -252,9 +253,16 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         if writer is None:
             return None
         self._last_data = time.monotonic()
-        # Each piece (1 MiB) is written by a worker thread while the event loop serves
-        # other requests: a write() that the kernel throttles (dirty pages) never stalls
-        # the server. tornado reads the next piece only once this one is on disk.
+        if TusHandler._streaming == 1 and self._durability is not Durability.COMPLETE:
+            # A lone upload writes inline: a thread hop per piece costs more than the
+            # write (py-spy), and nothing else waits on the loop for long. (Not with
+            # durability=complete: its writeback thread can make a write() wait.)
+            self._write_piece(writer, chunk)
+            self._take_piece_error()
+            return None
+        # Otherwise each piece (1 MiB) is written by a worker thread while the loop
+        # serves the other requests (api/status, other uploads), so none waits behind a
+        # write(). tornado reads the next piece once this one is on disk.
         self._writing = asyncio.get_running_loop().run_in_executor(
             None, self._write_piece, writer, chunk
         )
@@ -275,6 +283,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def start_writing(self, writer: FileChunkWriter) -> None:
         """Stream the body into ``writer``; end it if the client goes quiet too long."""
         self._writer = writer
+        TusHandler._streaming += 1
         self._last_data = time.monotonic()
         IOLoop.current().call_later(self.tus_config.idle_timeout, self._check_idle)
 
@@ -310,14 +319,20 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._unlock()
 
     def _stop_writing(self) -> None:
-        writer, self._writer = self._writer, None
+        writer = self._take_writer()
         if writer is not None:
             writer.abort()
+
+    def _take_writer(self) -> FileChunkWriter | None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            TusHandler._streaming -= 1
+        return writer
 
     async def commit(self) -> FileInfo:
         """End of the body: verify and make durable off the event loop (an fsync or the
         final move of a big file takes seconds), then report completion."""
-        writer, self._writer = self._writer, None
+        writer = self._take_writer()
         self._committing = True
         try:
             if self._commit_is_cheap(writer):
@@ -330,12 +345,16 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.manager.completed(info)
         return info
 
+    @property
+    def _durability(self) -> Durability:
+        return self.manager.store.durability
+
     def _commit_is_cheap(self, writer: FileChunkWriter) -> bool:
         """Nothing to fsync, record or land: a PATCH that leaves the upload unfinished,
         without a checksum, unless durability is 'always'."""
         info = writer.info
         return (
-            self.manager.store.durability is not Durability.ALWAYS
+            self._durability is not Durability.ALWAYS
             and info.unverified_from is None
             and (info.size is None or writer.start + writer.written < info.size)
         )
