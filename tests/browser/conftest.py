@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,12 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from ..servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup  # noqa: F401
+from ..servers import (  # noqa: F401 - fixtures and the shared poll
+    JupyterProcess,
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    wait_until,
+)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -46,18 +50,6 @@ def sha256(path: Path) -> str:
         while block := f.read(4 * MiB):
             h.update(block)
     return h.hexdigest()
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 30, what: str = "condition"):
-    """Poll a condition (file system, server state) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Lab:

@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -22,6 +20,7 @@ from ..conftest import (  # noqa: F401 - shared with the tests of this folder
     sha256,
 )
 from ..servers import JupyterProcess
+from ..servers import wait_until as wait_for  # noqa: F401 - the shared poll
 
 HERE = Path(__file__).parent
 SERVER_FAULTS = HERE / "server_faults.py"
@@ -55,18 +54,6 @@ def record_figures(section: str, figures: dict) -> None:
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05):
-    """Poll ``cond`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def rng_bytes(rng: random.Random, n: int) -> bytes:
