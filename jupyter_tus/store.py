@@ -120,10 +120,6 @@ class FileInfo:
         """The name the client gave the file, or the id when it gave none."""
         return self.metadata.get("filename") or self.id
 
-    @property
-    def size_is_deferred(self) -> bool:
-        return self.size is None and not self.is_final
-
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -244,3 +244,19 @@ def test_recover_cleans_orphans_and_sets_aside_corrupt_info(store):
 def test_list_uploads_newest_first(store):
     ids = [store.new_upload(FileInfo(size=1)) for _ in range(3)]
     assert [i.id for i in store.list_uploads()] == ids[::-1]
+
+
+def test_file_store_has_every_capability(store):
+    """FileStore has every optional capability: terminate, concatenate, declare a
+    length, lock, expire (what the endpoint advertises as tus extensions)."""
+    from jupyter_tus import store as protocols
+
+    for capability in (
+        protocols.DataStore,
+        protocols.TerminaterDataStore,
+        protocols.ConcaterDataStore,
+        protocols.LengthDeclarableDataStore,
+        protocols.LockerDataStore,
+        protocols.ExpiringDataStore,
+    ):
+        assert isinstance(store, capability), capability.__name__
