@@ -400,7 +400,10 @@ class FileStore:
 
         A file that already landed in the workspace is the user's and stays."""
         self.get_info(upload_id)
-        for path in (self._data_path(upload_id), self._info_path(upload_id)):
+        # The record goes first: a crash after it leaves only bytes without info,
+        # which ``recover`` removes. The other order left a record whose data was
+        # gone, an upload that answered HEAD but failed every PATCH.
+        for path in (self._info_path(upload_id), self._data_path(upload_id)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -575,6 +578,10 @@ class FileStore:
                         self.terminate(pid)
                         line = line or f"removed the used partial uploads of {info.id}"
             return line
+        if not data.exists():
+            # an unfinished upload whose bytes were removed (by hand, say) cannot go on
+            self.terminate(info.id)
+            return f"removed {info.id}, whose data file was gone"
         pending = info.unverified_from
         if pending is not None:
             with open(data, "r+b") as f:
@@ -642,7 +649,10 @@ class FileChunkWriter:
             info.unverified_from = offset
             store._save_info(info)
         # Kept open for the whole request; closed by commit() or abort().
-        self._file = open(store._data_path(info.id), "r+b", buffering=0)  # noqa: SIM115
+        try:
+            self._file = open(store._data_path(info.id), "r+b", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise UploadNotFound(f"the staged bytes of upload {info.id} are gone") from None
         self._file.seek(offset)
 
     def write(self, data: bytes) -> None:

@@ -140,6 +140,8 @@ def staging_problems(staging: Path) -> list[str]:
                     problems.append(f"{uid} complete but its data is still staged")
                 if not os.path.exists(info["path"]):
                     problems.append(f"{uid} complete but nothing at its destination")
+            elif not data.exists():
+                problems.append(f"{uid} unfinished but its data file is gone")
             if info.get("unverified_from") is not None:
                 problems.append(f"{uid} still has unverified bytes after recovery")
         elif name.endswith(".lock"):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 
+import pytest
+
 from jupyter_tus import filestore as fs
-from jupyter_tus.store import FileInfo
+from jupyter_tus.store import FileInfo, UploadNotFound
 
 
 async def test_deferred_length_declared_after_the_last_byte_completes(tus, jp_root_dir):
@@ -103,3 +105,37 @@ def test_method_override_to_head_is_ignored(server_process):
     )
     assert r.status_code in (400, 404, 415)
     assert "Traceback" not in server_process.log()
+
+
+def test_a_termination_cut_short_leaves_no_upload_behind(tmp_path, monkeypatch):
+    # Found by the crash torture: a kill between the two unlinks of a DELETE left the
+    # record without its data; HEAD answered 200 and every PATCH then failed with 500.
+    store = fs.FileStore(tmp_path / ".tus")
+    uid = store.new_upload(FileInfo(size=10, path=str(tmp_path / "doomed.bin")))
+    real_unlink, removed = fs.Path.unlink, []
+
+    def unlink_once(self, missing_ok=False):
+        if removed:
+            raise KeyboardInterrupt("killed between two unlinks")
+        removed.append(self.name)
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(fs.Path, "unlink", unlink_once)
+    with store.lock(uid), pytest.raises(KeyboardInterrupt):
+        store.terminate(uid)
+    monkeypatch.undo()
+    assert removed == [f"{uid}.info"]
+    with pytest.raises(UploadNotFound):
+        store.get_info(uid)
+    assert any("without info" in line for line in fs.FileStore(tmp_path / ".tus").recover())
+    assert sorted(p.name for p in (tmp_path / ".tus").iterdir()) == []
+
+
+async def test_an_upload_whose_bytes_are_gone_answers_404_then_is_recovered(tus, staging):
+    uid = await tus.create_id(10, {"filename": "gone.bin"})
+    (staging / uid).unlink()
+    r = await tus.patch(uid, 0, b"0123456789")
+    assert r.code == 404, r.body
+    assert b"gone" in r.body
+    assert fs.FileStore(staging).recover() == [f"removed {uid}, whose data file was gone"]
+    assert (await tus.head(uid)).code == 404
