@@ -502,17 +502,20 @@ class FileStore:
         dest = Path(info.path)
         if os.stat(data).st_dev != os.stat(dest.parent).st_dev:
             src = dest.with_name(f".{dest.name}.{info.id[:8]}.tus-tmp")
-            with open(data, "rb") as f, open(src, "wb") as dst:
-                _copy(f, dst)
-                if self._fsync:
-                    dst.flush()
-                    os.fsync(dst.fileno())
+            # Linked to dest before a crash? Then rewriting it would rewrite the landed
+            # file in place, visible half-written: it only waits for its cleanup.
+            if not _same_file(src, dest):
+                with open(data, "rb") as f, open(src, "wb") as dst:
+                    _copy(f, dst)
+                    if self._fsync:
+                        dst.flush()
+                        os.fsync(dst.fileno())
         while not info.overwrite:
             try:
                 os.link(src, dest)  # atomic, and fails rather than clobber
                 break
             except FileExistsError:
-                if os.path.samefile(src, dest):  # landed before a crash, not yet cleaned
+                if _same_file(src, dest):  # landed before a crash, not yet cleaned
                     break
                 dest = unique_path(dest)  # the name was taken since creation
                 info.path = str(dest)
@@ -603,6 +606,13 @@ class FileStore:
             self._complete(info)
             return f"completed {info.id} whose bytes had all arrived"
         return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except FileNotFoundError:
+        return False
 
 
 def _copy(src: BinaryIO, dst: BinaryIO) -> None:

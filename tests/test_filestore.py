@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import threading
 import pytest
 
 from jupyter_tus import FileInfo, FileStore, UploadLocked, UploadNotFound
+from jupyter_tus import filestore as fs
 from jupyter_tus.store import (
     Checksum,
     ChecksumMismatch,
@@ -120,22 +122,51 @@ def test_overwrite_replaces(store, tmp_path):
     assert dest.read_text() == "new"
 
 
-def test_lands_across_filesystems(tmp_path):
+@pytest.fixture
+def far_store(tmp_path):
+    """A store whose staging directory is on another filesystem than tmp_path."""
     shm = "/dev/shm"
     if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.fail("/dev/shm and the test's tmp_path share a filesystem on this machine")
-    staging = FileStore(f"{shm}/jupyter-tus-test-{os.getpid()}")
-    try:
-        dest = tmp_path / "far.bin"
-        uid = staging.new_upload(FileInfo(size=5, path=str(dest)))
-        staging.write_chunk(uid, 0, io.BytesIO(b"hello"))
-        assert dest.read_bytes() == b"hello"
-        assert not (staging.directory / uid).exists()
-        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tus-tmp")]
-    finally:
-        import shutil
+    store = FileStore(f"{shm}/jupyter-tus-test-{os.getpid()}")
+    yield store
+    shutil.rmtree(store.directory)
 
-        shutil.rmtree(staging.directory)
+
+def test_lands_across_filesystems(far_store, tmp_path):
+    dest = tmp_path / "far.bin"
+    uid = far_store.new_upload(FileInfo(size=5, path=str(dest)))
+    far_store.write_chunk(uid, 0, io.BytesIO(b"hello"))
+    assert dest.read_bytes() == b"hello"
+    assert not (far_store.directory / uid).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tus-tmp")]
+
+
+def test_recovery_across_filesystems_never_rewrites_the_landed_file(
+    far_store, tmp_path, monkeypatch
+):
+    # A kill after the temp file was linked to its destination, before the cleanup:
+    # recovery must not write into the temp file again, which is the landed file.
+    dest = tmp_path / "far.bin"
+    uid = far_store.new_upload(FileInfo(size=5, path=str(dest)))
+    real_unlink = fs.Path.unlink
+
+    def killed(self, missing_ok=False):
+        raise KeyboardInterrupt("killed before the cleanup")
+
+    monkeypatch.setattr(fs.Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        far_store.write_chunk(uid, 0, io.BytesIO(b"hello"))
+    monkeypatch.setattr(fs.Path, "unlink", real_unlink)
+    landed = os.stat(dest)
+    copies = []
+    monkeypatch.setattr(fs, "_copy", lambda *a: copies.append(a))
+    assert FileStore(far_store.directory).recover() == [f"finished landing {uid} at {dest}"]
+    assert copies == []
+    assert dest.read_bytes() == b"hello"
+    assert os.stat(dest).st_ino == landed.st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.bin"]
+    assert not (far_store.directory / uid).exists()
 
 
 def test_concat(store, tmp_path):
