@@ -69,6 +69,10 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
 }
 REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
 
+# Not part of tus: on the answers about a finished upload, where its file landed
+# (relative to root_dir, percent-encoded UTF-8).
+LANDED_PATH_HEADER = "Jupyter-Tus-Path"
+
 # Served inline by GET; any other type is sent as an attachment.
 INLINE_TYPES = frozenset(
     {
@@ -385,6 +389,14 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Upload-Offset", str(info.offset))
         if info.expires is not None and not info.is_complete:
             self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
+        self.set_landed_path(info)
+
+    def set_landed_path(self, info: FileInfo) -> None:
+        """Where a finished upload landed, as the contents API names it: a name taken
+        during the upload makes it ``name (1).ext``, which the client cannot guess."""
+        landed = self.manager.relative(info.path) if info.is_complete else None
+        if landed is not None:
+            self.set_header(LANDED_PATH_HEADER, urllib.parse.quote(landed))
 
     @tus_errors
     async def options(self, *args: str, **kwargs: str) -> None:
@@ -497,6 +509,7 @@ class UploadsHandler(TusHandler):
             self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
         if self._writer is not None or self._has_body():
             self.set_header("Upload-Offset", str(info.offset))
+        self.set_landed_path(info)
         self.set_status(201)
         self.finish()
 

@@ -302,11 +302,25 @@ async def test_overwrite_replaces(tus, jp_root_dir):
 
 
 async def test_name_taken_during_upload_gets_unique_name(tus, jp_root_dir):
-    uid = await tus.create_id(3, {"filename": "race.txt"})
-    (jp_root_dir / "race.txt").write_text("someone else")
-    assert (await tus.patch(uid, 0, b"new")).code == 204
-    assert (jp_root_dir / "race.txt").read_text() == "someone else"
-    assert (jp_root_dir / "race (1).txt").read_bytes() == b"new"
+    (jp_root_dir / "dir é").mkdir()
+    uid = await tus.create_id(3, {"filename": "race.txt", "path": "dir é"})
+    r = await tus.patch(uid, 0, b"ne")
+    assert "Jupyter-Tus-Path" not in r.headers  # not finished yet
+    (jp_root_dir / "dir é" / "race.txt").write_text("someone else")
+    r = await tus.patch(uid, 2, b"w")
+    assert r.code == 204
+    assert (jp_root_dir / "dir é" / "race.txt").read_text() == "someone else"
+    assert (jp_root_dir / "dir é" / "race (1).txt").read_bytes() == b"new"
+    # the client learns the name it could not guess, on the last PATCH and on HEAD
+    assert r.headers["Jupyter-Tus-Path"] == "dir%20%C3%A9/race%20%281%29.txt"
+    assert (await tus.head(uid)).headers["Jupyter-Tus-Path"] == r.headers["Jupyter-Tus-Path"]
+
+
+async def test_creation_that_finishes_the_upload_says_where_it_landed(tus):
+    r = await tus.create(0, {"filename": "empty.txt"})
+    assert r.code == 201 and r.headers["Jupyter-Tus-Path"] == "empty.txt"
+    r = await tus.create(2, {"filename": "with-body.txt"}, body=b"ok")
+    assert r.code == 201 and r.headers["Jupyter-Tus-Path"] == "with-body.txt"
 
 
 @pytest.mark.parametrize(

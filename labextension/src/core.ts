@@ -291,3 +291,26 @@ export function formatDuration(seconds: number | null): string {
   }
   return `${Math.floor(m / 60)}h ${m % 60}m`;
 }
+
+/** The server's answer about a finished upload names where its file landed (not tus). */
+export const LANDED_PATH_HEADER = 'Jupyter-Tus-Path';
+
+/** The landed path from that header (percent-encoded UTF-8), or null if absent or garbled. */
+export function parseLandedPath(header: string | null | undefined): string | null {
+  if (!header) {
+    return null;
+  }
+  try {
+    return decodeURIComponent(header);
+  } catch {
+    return null;
+  }
+}
+
+/** What a finished row says of its destination: the landed path, and why it differs. */
+export function describeLanding(intended: string, landed: string | null): string {
+  if (landed === null || landed === intended) {
+    return `/${intended}`;
+  }
+  return `/${landed} (the name was taken)`;
+}

@@ -4,7 +4,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { formatBytes, formatDuration, formatRate } from './core';
+import { describeLanding, formatBytes, formatDuration, formatRate } from './core';
 import { TusUploader, UploadItem } from './uploader';
 
 const STATE_LABEL: Record<string, string> = {
@@ -147,7 +147,9 @@ export class UploadPanel extends Widget {
         break;
       }
       case 'done':
-        parts.push(`done · ${formatBytes(item.size)} → /${item.folder}`);
+        parts.push(
+          `done · ${formatBytes(item.size)} → ${describeLanding(item.path, item.landedPath)}`
+        );
         break;
       case 'interrupted':
         parts.push(

@@ -8,6 +8,7 @@ import { DetailedError, Upload, defaultOptions } from 'tus-js-client';
 
 import {
   IUploadSettings,
+  LANDED_PATH_HEADER,
   RateMeter,
   buildMetadata,
   classifyFailure,
@@ -16,6 +17,7 @@ import {
   halveChunk,
   joinPath,
   parseFingerprint,
+  parseLandedPath,
   shouldRetry
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
@@ -72,6 +74,8 @@ export class UploadItem {
   settle?: (done: boolean) => void;
   /** A Resume click on an interrupted entry is under way. */
   resuming = false;
+  /** Where the server says the file landed (it differs when the name was taken). */
+  landedPath: string | null = null;
 
   get path(): string {
     return joinPath(this.folder, this.name);
@@ -407,6 +411,7 @@ export class TusUploader {
         item.uploadUrl = item.upload?.url;
       },
       onAfterResponse: (req, res) => {
+        item.landedPath = parseLandedPath(res.getHeader(LANDED_PATH_HEADER)) ?? item.landedPath;
         // A HEAD is how tus-js-client learns the server's offset when it resumes.
         if (req.getMethod() === 'HEAD' && res.getStatus() === 200) {
           const offset = Number(res.getHeader('Upload-Offset') ?? NaN);

@@ -5,6 +5,7 @@ import {
   authHeaders,
   buildMetadata,
   classifyFailure,
+  describeLanding,
   fingerprint,
   formatBytes,
   formatDuration,
@@ -14,6 +15,7 @@ import {
   normalizeFolder,
   normalizeSettings,
   parseFingerprint,
+  parseLandedPath,
   shouldRetry
 } from '../core';
 
@@ -154,5 +156,21 @@ describe('rate and ETA', () => {
     expect(formatDuration(42)).toBe('42s');
     expect(formatDuration(125)).toBe('2m 5s');
     expect(formatDuration(3 * 3600 + 120)).toBe('3h 2m');
+  });
+});
+
+describe('landed path', () => {
+  it('decodes the header the server sends', () => {
+    expect(parseLandedPath('dir%20%C3%A9/race%20%281%29.txt')).toBe('dir é/race (1).txt');
+    expect(parseLandedPath(undefined)).toBeNull();
+    expect(parseLandedPath('')).toBeNull();
+    expect(parseLandedPath('%E0%A4%A')).toBeNull();
+  });
+  it('says when the name was taken', () => {
+    expect(describeLanding('data/a.csv', 'data/a.csv')).toBe('/data/a.csv');
+    expect(describeLanding('data/a.csv', null)).toBe('/data/a.csv');
+    expect(describeLanding('data/a.csv', 'data/a (1).csv')).toBe(
+      '/data/a (1).csv (the name was taken)'
+    );
   });
 });
