@@ -428,7 +428,9 @@ def test_one_click_resume_of_a_dropped_file(lab: Lab, open_lab, big_file, tmp_pa
     assert sum(n for _, n in after) == size - offset
 
 
-def test_pause_and_resume_continue_from_the_server_offset(lab: Lab, open_lab, big_file, tmp_path):
+def test_pause_and_resume_continue_from_the_server_offset_and_report_a_renamed_landing(
+    lab: Lab, open_lab, big_file, tmp_path
+):
     src = named_copy(big_file[0], tmp_path, "pause-me.bin")
     size = src.stat().st_size
     lab.set_settings(keepFileHandles=False)
@@ -442,10 +444,15 @@ def test_pause_and_resume_continue_from_the_server_offset(lab: Lab, open_lab, bi
     before = log.mark()
     paused_at = lab.head_offset(upload_url)
     assert 0 < paused_at < size
+    # someone takes the name meanwhile: the upload lands beside it, and the row says so
+    (lab.root / src.name).write_text("someone else's")
 
     row(page, src.name).locator(".jp-TusUpload-resume").click()
     wait_state(page, src.name, "done")
-    assert sha256(lab.root / src.name) == big_file[1]
+    assert (lab.root / src.name).read_text() == "someone else's"
+    assert sha256(lab.root / "pause-me (1).bin") == big_file[1]
+    status = row(page, src.name).locator(".jp-TusUpload-status").text_content()
+    assert "/pause-me (1).bin (the name was taken)" in status
     offset = log.resumed_at(before)
     assert offset >= paused_at
     after = [TusLog.bytes_of(p) for p in log.patches(before)]
