@@ -144,10 +144,15 @@ export function getCookie(cookies: string, name: string): string | undefined {
   return undefined;
 }
 
-/** Headers that authenticate a request like the rest of the page does. */
-export function authHeaders(cookies: string, token?: string): Record<string, string> {
+/** Headers that authenticate a request like the rest of the page does (the `_xsrf`
+ * cookie, else `fallbackXsrf`, and the token when the page has one). */
+export function authHeaders(
+  cookies: string,
+  token?: string,
+  fallbackXsrf?: string
+): Record<string, string> {
   const headers: Record<string, string> = {};
-  const xsrf = getCookie(cookies, '_xsrf');
+  const xsrf = getCookie(cookies, '_xsrf') || fallbackXsrf;
   if (xsrf) {
     headers['X-XSRFToken'] = xsrf;
   }
@@ -263,7 +268,7 @@ export function formatBytes(n: number): string {
   if (!Number.isFinite(n) || n < 0) {
     return '–';
   }
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   let v = n;
   while (v >= 1024 && i < units.length - 1) {

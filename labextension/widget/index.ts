@@ -8,6 +8,17 @@
  */
 import * as tus from 'tus-js-client';
 
+import {
+  LANDED_PATH_HEADER,
+  authHeaders,
+  describeLanding,
+  formatBytes,
+  formatDuration,
+  joinPath,
+  normalizeFolder,
+  parseLandedPath
+} from '../src/core';
+
 /** The part of anywidget's model this view uses. */
 interface Model {
   get(name: string): any;
@@ -68,22 +79,9 @@ function endpointFor(model: Model, config: Record<string, any>): string {
   return new URL(url, window.location.href).href;
 }
 
-function cookie(name: string): string | undefined {
-  const m = document.cookie.match('\\b' + name + '=([^;]*)\\b');
-  return m ? m[1] : undefined;
-}
-
 /** Headers every request needs: XSRF for cookie auth, the token when the page has one. */
-function authHeaders(config: Record<string, any>): Record<string, string> {
-  const headers: Record<string, string> = {};
-  const xsrf = cookie('_xsrf') || config.xsrfToken;
-  if (xsrf) {
-    headers['X-XSRFToken'] = xsrf;
-  }
-  if (config.token) {
-    headers['Authorization'] = `token ${config.token}`;
-  }
-  return headers;
+function requestHeaders(config: Record<string, any>): Record<string, string> {
+  return authHeaders(document.cookie, config.token, config.xsrfToken);
 }
 
 /** null when the endpoint answers as a tus server, else why not, in plain words. */
@@ -108,31 +106,6 @@ async function probe(endpoint: string, headers: Record<string, string>): Promise
     return `Uploads are not possible: the server refused access to ${endpoint} (${response.status}). Reload the page to log in again.`;
   }
   return `Uploads are not possible: ${endpoint} is not a tus upload endpoint (HTTP ${response.status}); ${hint}`;
-}
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
-}
-
-function duration(seconds: number): string {
-  if (!isFinite(seconds)) {
-    return '?';
-  }
-  seconds = Math.round(seconds);
-  if (seconds < 60) {
-    return `${seconds} s`;
-  }
-  const m = Math.floor(seconds / 60);
-  if (m < 60) {
-    return `${m} min ${seconds % 60} s`;
-  }
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
 /** A tus-js-client error in plain words: the server's own message when it sent one. */
@@ -182,6 +155,8 @@ class Transfer {
   private cancelButton: HTMLButtonElement;
   private samples: [number, number][] = [];
   private resumedFrom = 0;
+  /** Where the server says the file landed (it differs when the name was taken). */
+  private landedPath: string | null = null;
   private sent = 0;
   private total = 0;
   private ticker: number | undefined;
@@ -244,11 +219,12 @@ class Transfer {
         ].join('-'),
       onBeforeRequest: req => {
         // Read the cookie on every request: the server may rotate it.
-        for (const [k, v] of Object.entries(authHeaders(this.config))) {
+        for (const [k, v] of Object.entries(requestHeaders(this.config))) {
           req.setHeader(k, v);
         }
       },
       onAfterResponse: (req, res) => {
+        this.landedPath = parseLandedPath(res.getHeader(LANDED_PATH_HEADER)) ?? this.landedPath;
         // The first HEAD of a resumed upload says where this page took it up.
         if (
           req.getMethod() === 'HEAD' &&
@@ -328,14 +304,14 @@ class Transfer {
     const speed = now > t0 ? ((sent - b0) * 1000) / (now - t0) : 0;
     this.bar.max = total || 1;
     this.bar.value = sent;
-    const resumed = this.resumedFrom ? ` · resumed at ${human(this.resumedFrom)}` : '';
+    const resumed = this.resumedFrom ? ` · resumed at ${formatBytes(this.resumedFrom)}` : '';
     const rate =
       speed > 0
-        ? ` · ${human(speed)}/s · ${duration((total - sent) / speed)} left`
+        ? ` · ${formatBytes(speed)}/s · ${formatDuration((total - sent) / speed)} left`
         : sent < total && now - t0 > 3000
           ? ' · stalled, waiting for the network…'
           : '';
-    this.setState('uploading', `${human(sent)} of ${human(total)}${rate}${resumed}`);
+    this.setState('uploading', `${formatBytes(sent)} of ${formatBytes(total)}${rate}${resumed}`);
   }
 
   private success(): void {
@@ -352,8 +328,10 @@ class Transfer {
       size: this.file.size,
       filetype: this.file.type
     });
-    const resumed = this.resumedFrom ? ` (resumed at ${human(this.resumedFrom)})` : '';
-    this.setState('done', `Done: ${human(this.file.size)}${resumed}`);
+    const resumed = this.resumedFrom ? ` (resumed at ${formatBytes(this.resumedFrom)})` : '';
+    const intended = joinPath(normalizeFolder(this.model.get('path')), this.file.name);
+    const where = describeLanding(intended, this.landedPath);
+    this.setState('done', `Done: ${formatBytes(this.file.size)} → ${where}${resumed}`);
   }
 
   private togglePause(): void {
@@ -365,7 +343,10 @@ class Transfer {
     } else {
       void this.upload.abort();
       this.pauseButton.textContent = 'Resume';
-      this.setState('paused', `Paused at ${human(this.bar.value)} of ${human(this.file.size)}`);
+      this.setState(
+        'paused',
+        `Paused at ${formatBytes(this.bar.value)} of ${formatBytes(this.file.size)}`
+      );
     }
   }
 
@@ -411,7 +392,7 @@ async function showInterrupted(target: HTMLElement, endpoint: string): Promise<v
     const line = document.createElement('div');
     line.className = 'jtus-interrupted-item';
     line.dataset.filename = p.metadata?.filename ?? '';
-    const size = p.size === null || p.size === undefined ? '' : ` (${human(p.size)})`;
+    const size = p.size === null || p.size === undefined ? '' : ` (${formatBytes(p.size)})`;
     line.textContent = `${p.metadata?.filename ?? p.uploadUrl}${size} `;
     line.append(
       button('Forget', () => {
@@ -448,7 +429,7 @@ function render({ model, el }: RenderProps): () => void {
 
   const transfers: Transfer[] = [];
   root.dataset.ready = 'checking';
-  const available: Promise<boolean> = probe(endpoint, authHeaders(config)).then(problem => {
+  const available: Promise<boolean> = probe(endpoint, requestHeaders(config)).then(problem => {
     if (problem) {
       message.textContent = problem;
       drop.style.display = 'none';

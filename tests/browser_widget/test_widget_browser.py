@@ -128,7 +128,7 @@ def kernel_report(page: Page, index: int) -> re.Match:
     output = cells(page).nth(index).locator(".jp-OutputArea-output")
     expect(output.first).to_contain_text("SHA256")
     text = output.first.inner_text()
-    match = re.search(r"SHA256 (\S+) ([0-9a-f]{64}) uploads (\d+) landed (\S+)", text)
+    match = re.search(r"SHA256 (\S+) ([0-9a-f]{64}) uploads (\d+) landed (.+)", text)
     assert match, text
     return match
 
@@ -162,6 +162,7 @@ def _upload_50mb(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     for i in range(2):
         expect(rows.nth(i)).to_have_attribute("data-state", "done")
         expect(rows.nth(i).locator(".jtus-status")).to_contain_text("Done")
+        expect(rows.nth(i).locator(".jtus-status")).to_contain_text(" → /incoming/")
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match[1] == "big-one.bin"
@@ -281,12 +282,19 @@ def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: 
     expect(row.locator(".jtus-status")).to_contain_text("Paused at 2.0 MiB")
     keep_id = row.get_attribute("data-upload-id")
     assert offset(keep_id).headers["Upload-Offset"] == str(held_at)
+    # someone takes the name meanwhile: the upload lands beside it, and the row says so
+    (lab.root_dir / "three").mkdir(exist_ok=True)
+    (lab.root_dir / "three" / "keep.bin").write_text("someone else's")
     page.unroute("**/api/tus/uploads/**")
     row.get_by_role("button", name="Resume").click()
     expect(row).to_have_attribute("data-state", "done")
+    expect(row.locator(".jtus-status")).to_contain_text(
+        "→ /three/keep (1).bin (the name was taken)"
+    )
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match.group(1, 2, 3) == ("keep.bin", digest, "1")
+    assert match[4] == str(lab.root_dir / "three" / "keep (1).bin")
 
     # The same name again, without overwrite: refused at once, in plain words.
     page.set_input_files(".jtus-input", str(keep))

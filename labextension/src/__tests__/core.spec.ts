@@ -150,8 +150,8 @@ describe('rate and ETA', () => {
   });
   it('formats', () => {
     expect(formatBytes(0)).toBe('0 B');
-    expect(formatBytes(1536)).toBe('1.5 KB');
-    expect(formatBytes(100 * MiB)).toBe('100 MB');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(100 * MiB)).toBe('100 MiB');
     expect(formatDuration(null)).toBe('–');
     expect(formatDuration(42)).toBe('42s');
     expect(formatDuration(125)).toBe('2m 5s');
