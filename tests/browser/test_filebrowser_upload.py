@@ -132,7 +132,7 @@ def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, resul
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOCS_SCREENSHOT)
     text = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
-    assert " of 100 MB" in text and "/s" in text and "left" in text, text
+    assert " of 100 MiB" in text and "/s" in text and "left" in text, text
 
     wait_state(page, src.name, "done")
     landed = lab.root / src.name
