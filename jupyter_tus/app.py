@@ -13,6 +13,8 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 from .filestore import Durability, FileStore
 from .handlers import handlers
 from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
+from .store import StagingRefused
+from .workspace import Workspace
 
 DEFAULT_STAGING = ".tus"
 
@@ -92,32 +94,39 @@ class TusApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         staging = self.staging_path
-        staging.mkdir(parents=True, exist_ok=True)
         # Kernels started by this server inherit it: jupyter_tus.get_info() & co find
         # the store without being told.
         os.environ["JUPYTER_TUS_DIR"] = str(staging)
+        root_dir = self.serverapp.root_dir
+        allow_hidden = getattr(self.serverapp.contents_manager, "allow_hidden", False)
         store = FileStore(
             staging,
             durability=self.durability,
             expiration=self.expiration or None,
             max_size=self.max_size or None,
             lock_timeout=self.lock_wait,
+            workspace=Workspace(root_dir, allow_hidden=allow_hidden),
         )
         event_logger = self.serverapp.event_logger
         event_logger.register_event_schema(EVENT_SCHEMA_PATH)
-        contents_manager = self.serverapp.contents_manager
         self.manager = UploadManager(
             store,
-            self.serverapp.root_dir,
-            allow_hidden=getattr(contents_manager, "allow_hidden", False),
+            root_dir,
+            allow_hidden=allow_hidden,
             lock_wait=self.lock_wait,
             emit=lambda data: event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data),
             log=self.log,
         )
-        if self.recover_on_start:
-            for line in store.recover():
-                self.log.warning("jupyter-tus recovery: %s", line)
         self.settings.update(jupyter_tus_manager=self.manager, jupyter_tus_config=self)
+        try:
+            store.claim()
+        except (StagingRefused, OSError) as exc:
+            # The endpoint stays, answering 503 with the reason, rather than vanish (404).
+            self.manager.unavailable = f"uploads are unavailable: {exc}"
+            self.log.error("jupyter-tus: %s", self.manager.unavailable)
+            return
+        if self.recover_on_start:
+            self.manager.recover()
         self.log.info("jupyter-tus: uploads staged in %s", staging)
 
     def initialize_handlers(self) -> None:
@@ -134,8 +143,11 @@ class TusApp(ExtensionApp):
         if removed:
             self.log.info("jupyter-tus: removed %d expired uploads", len(removed))
         loop = asyncio.get_running_loop()
-        for info in await loop.run_in_executor(None, self.manager.retry_landings):
-            self.manager.completed(info)  # events are emitted on the event loop
+        landed, refused = await loop.run_in_executor(None, self.manager.retry_landings)
+        for info in landed:  # events are emitted on the event loop
+            self.manager.completed(info)
+        for info in refused:
+            self.manager.refused(info)
 
     async def stop_extension(self) -> None:
         if self._cleanup is not None:

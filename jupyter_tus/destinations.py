@@ -56,12 +56,11 @@ def resolve(
     target = root.joinpath(*parts, filename)
     if len(str(target).encode()) > 4000:  # PATH_MAX is 4096
         raise DestinationRefused("path is too long")
+    _check_folders(root, parts, allow_hidden)
     # Follow symlinks of the folders that exist: they must not lead out of the root.
     real_parent = Path(os.path.realpath(target.parent))
     if real_parent != root and root not in real_parent.parents:
         raise DestinationRefused("path leads outside the server's root directory")
-    if real_parent.exists() and not real_parent.is_dir():
-        raise DestinationRefused(f"path {'/'.join(parts)!r} is a file, not a folder")
     overwrite = metadata.get("overwrite", "").strip().lower() in TRUE_VALUES
     if os.path.islink(target):
         raise DestinationRefused(f"{relative!r} is a symbolic link")
@@ -73,6 +72,27 @@ def resolve(
     if not os.access(existing, os.W_OK) or _read_only_mount(existing):
         raise DestinationRefused(f"folder {'/'.join(parts) or '/'!r} is read-only")
     return Destination(real_parent / filename, relative, overwrite)
+
+
+def _check_folders(root: Path, parts: list[str], allow_hidden: bool) -> None:
+    """Every existing folder on the way must be a folder (not a file), inside the root
+    and not hidden once its symlinks are followed. (Checked again, step by step, when
+    the file lands: see ``workspace.Workspace.open_folder``.)"""
+    folder = root
+    for i, part in enumerate(parts):
+        folder = folder / part
+        shown = "/".join(parts[: i + 1])
+        if not os.path.lexists(folder):
+            return  # created when the file lands
+        real = Path(os.path.realpath(folder))
+        if real != root and root not in real.parents:
+            raise DestinationRefused("path leads outside the server's root directory")
+        if not real.is_dir():
+            raise DestinationRefused(
+                f"{shown!r} is a file, not a folder; choose another folder or name"
+            )
+        if not allow_hidden and any(p.startswith(".") for p in real.relative_to(root).parts):
+            raise DestinationRefused(f"path {shown!r} leads into a hidden folder")
 
 
 def _nearest_existing(path: Path) -> Path:

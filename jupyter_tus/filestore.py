@@ -2,14 +2,21 @@
 
 Layout of the staging directory (tusd's filestore, made crash-safe)::
 
-    <id>        the bytes received so far; its size *is* the offset
-    <id>.info   FileInfo as JSON, always replaced atomically (temp, fsync, rename)
-    <id>.lock   the per-upload lock (flock), held across threads and processes
+    .jupyter-tus-store   the mark that this folder is a store's (see ``claim``)
+    <id>                 the bytes received so far; its size *is* the offset
+    <id>.info            FileInfo as JSON, always replaced atomically (temp, fsync, rename)
+    <id>.lock            the per-upload lock (flock), held across threads and processes
+
+``<id>`` is 32 URL-safe characters. The store touches nothing else in the folder: a
+file that is not one of these (or an ``.info`` whose JSON does not name its own id) is
+left alone, and a folder holding such files is not taken over at all.
 
 When the last byte of an upload with a ``path`` arrives, the data file is fsynced and
-moved with one rename to its destination; the info records where it landed. The order
-of steps is chosen so that a crash at any point leaves something ``recover()`` can
-finish or undo, and never an offset ahead of the bytes on disk.
+moved with one link or rename to its destination, through a ``Workspace`` that checks
+the destination's folders at that moment (containment at use); the info records where
+it landed and what the landed file was. The order of steps is chosen so that a crash at
+any point leaves something ``recover()`` can finish or undo, and never an offset ahead
+of the bytes on disk.
 """
 
 from __future__ import annotations
@@ -37,16 +44,27 @@ from .store import (
     FileInfo,
     InsufficientStorage,
     LandingFailed,
+    LandingRefused,
     LengthAlreadyDeclared,
     OffsetMismatch,
+    StagingRefused,
+    UploadGone,
     UploadIncomplete,
     UploadLocked,
     UploadNotFound,
     UploadNotPatchable,
+    UploadQuarantined,
     UploadTooLarge,
 )
+from .workspace import Workspace, is_permanent, unique_name
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
+# The staging entries the store makes: <id>, <id>.info, <id>.lock, <id>.info.<8 hex>.tmp
+# (an .info being replaced), and <id>.info.corrupt (set aside by earlier versions).
+ENTRY_PATTERN = re.compile(
+    r"^(?P<id>[A-Za-z0-9_-]{32})(?P<kind>|\.info|\.lock|\.info\.[0-9a-f]{8}\.tmp|\.info\.corrupt)$"
+)
+MARKER = ".jupyter-tus-store"
 COPY_BLOCK = 8 * 1024 * 1024
 # While a body streams in, ask the kernel to write back every this many bytes, so the
 # fsync at completion finds little left to do (issue: durability at disk speed).
@@ -99,17 +117,6 @@ def _fsync_dir(path: Path) -> None:
 
 def _no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def unique_path(path: Path) -> Path:
-    """``data.csv`` -> ``data (1).csv``, ``data (2).csv``, ... the first name not taken."""
-    stem, suffix = path.stem, path.suffix
-    n = 1
-    while True:
-        candidate = path.with_name(f"{stem} ({n}){suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
-        n += 1
 
 
 class UploadLock:
@@ -189,8 +196,11 @@ class FileStore:
         expiration: float | None = None,
         max_size: int | None = None,
         lock_timeout: float | None = 20.0,
+        workspace: Workspace | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
+        # Where finished uploads land; on its own the store lands anywhere the OS allows.
+        self.workspace = workspace or Workspace("/", allow_hidden=True)
         self.durability = Durability(durability)
         self.expiration = expiration
         self.max_size = max_size
@@ -198,6 +208,9 @@ class FileStore:
         # Holders of a lock in this process that can be asked to let go (takeover).
         self._release_callbacks: dict[str, Callable[[], None]] = {}
         self._writeback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tus-writeback")
+        # Uploads recovery could not repair, with why: kept as they are, answered with
+        # UploadQuarantined until the next start tries again.
+        self._quarantined: dict[str, str] = {}
 
     # ------------------------------------------------------------------ paths
 
@@ -216,7 +229,37 @@ class FileStore:
         return self.directory / f"{self._check_id(upload_id)}.lock"
 
     def _ensure_directory(self) -> None:
+        if not (self.directory / MARKER).exists():
+            self.claim()
+
+    def claim(self) -> None:
+        """Make the staging directory this store's, or refuse it.
+
+        A missing or empty folder is created and marked (``.jupyter-tus-store``); a
+        marked one is the store's. An unmarked folder is taken over only if everything
+        in it is a store entry (staging of an earlier version); otherwise StagingRefused
+        names a few of the foreign files, and nothing is touched."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        marker = self.directory / MARKER
+        if marker.exists():
+            return
+        foreign = sorted(e.name for e in os.scandir(self.directory) if not _is_store_entry(e))
+        if foreign:
+            shown = ", ".join(repr(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise StagingRefused(
+                f"the staging folder {self.directory.name!r} already holds files that are not"
+                f" uploads ({shown}); the store would not touch them, but will not share the"
+                " folder either: set c.TusApp.staging_dir to a new or empty folder"
+            )
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b'{"store": "jupyter_tus.filestore.FileStore", "version": 1}\n')
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._fsync:
+            _fsync_dir(self.directory)
 
     @property
     def _fsync(self) -> bool:
@@ -225,11 +268,22 @@ class FileStore:
     # ------------------------------------------------------------------ info files
 
     def _read_info(self, upload_id: str) -> FileInfo:
+        """The record of ``upload_id``. ValueError when the file there is not a record
+        of this store (not JSON, or not naming its own id): it is left alone."""
+        if upload_id in self._quarantined:
+            raise UploadQuarantined(
+                f"upload {upload_id} could not be recovered when the server started"
+                f" ({self._quarantined[upload_id]}); it is kept as it is for the"
+                " administrator: upload the file again"
+            )
         try:
             with open(self._info_path(upload_id), encoding="utf-8") as f:
-                return FileInfo.from_json(json.load(f))
+                data = json.load(f)
         except FileNotFoundError:
             raise UploadNotFound(f"upload {upload_id} not found") from None
+        if not isinstance(data, dict) or data.get("id") != upload_id:
+            raise ValueError(f"{upload_id}.info is not an upload record")
+        return FileInfo.from_json(data)
 
     def _save_info(self, info: FileInfo) -> None:
         """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole."""
@@ -300,27 +354,71 @@ class FileStore:
         info.created = time.time()
         if info.path is not None:
             info.path = os.path.abspath(info.path)
-        open(self._data_path(info.id), "xb").close()
+        # The record first, then the bytes: a crash in between leaves a record without
+        # data, which recovery drops; the store never leaves data it cannot name.
         self._save_info(info)
+        try:
+            open(self._data_path(info.id), "xb").close()
+        except OSError as exc:
+            self._info_path(info.id).unlink(missing_ok=True)
+            if _no_space(exc):
+                raise InsufficientStorage("no space left to create the upload") from exc
+            raise
         if info.size == 0 and not info.is_final:
             with self.lock(info.id):
                 self._complete(info)
         return info.id
 
+    def _awaits_landing(self, info: FileInfo) -> bool:
+        """Complete, with a destination, not refused for good, and still staged."""
+        return bool(
+            info.is_complete
+            and info.path
+            and not info.landing_error
+            and self._data_path(info.id).exists()
+        )
+
     def finish_landing(self, info: FileInfo) -> bool:
         """Retry the final move of a complete upload whose move failed (an I/O error
-        rather than a crash, which ``recover`` repairs); True if it moved now. The
-        caller holds the lock."""
-        if info.is_complete and info.path and self._data_path(info.id).exists():
-            self._land(info)
+        rather than a crash, which ``recover`` repairs); True if it moved now. Raises
+        LandingFailed (may pass) or LandingRefused (for good). The caller holds the
+        lock."""
+        if self._awaits_landing(info):
+            self._land_checked(info)
             return True
         return False
 
     def pending_landings(self) -> Iterator[FileInfo]:
-        """Complete uploads still waiting in the staging directory for their move."""
+        """Complete uploads still waiting in the staging directory for their move
+        (not those whose landing was refused for good)."""
         for info in self.list_uploads():
-            if info.is_complete and info.path and self._data_path(info.id).exists():
+            if self._awaits_landing(info):
                 yield info
+
+    def landed_path(self, info: FileInfo) -> str | None:
+        """Where the upload's file is now, if it landed there: None while it waits for
+        its move, when its landing was refused, or for an upload without destination."""
+        if not info.is_complete or not info.path or info.landing_error:
+            return None
+        if self._data_path(info.id).exists():
+            return None
+        return info.path
+
+    def check_landed(self, info: FileInfo) -> None:
+        """UploadGone if the file the upload landed as was moved, deleted or changed
+        since (identity, size and mtime recorded at landing)."""
+        path = self.landed_path(info)
+        if path is None:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or not _is_landed_file(info, st):
+            raise UploadGone(
+                f"the file of upload {info.id} ({info.filename}) was moved, deleted or"
+                " changed since it landed; upload it again"
+            )
 
     def check_free_space(self, size: int) -> None:
         """Refuse up front a size that cannot fit on the staging disk."""
@@ -338,21 +436,29 @@ class FileStore:
         infos = []
         if self.directory.is_dir():
             for path in self.directory.glob("*.info"):
-                with contextlib.suppress(UploadNotFound, ValueError):
+                with contextlib.suppress(UploadNotFound, UploadQuarantined, ValueError):
                     infos.append(self.get_info(path.name[: -len(".info")]))
         return sorted(infos, key=lambda i: i.created, reverse=True)
 
     def get_reader(self, upload_id: str) -> BinaryIO:
-        """A binary file object on the upload's bytes: the landed file once complete,
-        else the bytes received so far."""
+        """A binary file object on the upload's bytes: the landed file once it landed
+        (UploadGone if that file was moved, deleted or changed since), else the staged
+        bytes (received so far, or complete but not landed)."""
         info = self.get_info(upload_id)
-        path = info.path if info.is_complete and info.path else self._data_path(upload_id)
+        landed = self.landed_path(info)
         try:
-            return open(path, "rb")
-        except FileNotFoundError:
+            reader = open(landed or self._data_path(upload_id), "rb")  # noqa: SIM115
+        except (FileNotFoundError, NotADirectoryError):
+            if landed:
+                self.check_landed(info)  # raises UploadGone
             raise UploadNotFound(
                 f"the file of upload {upload_id} ({info.filename}) is no longer there"
             ) from None
+        if landed and not _is_landed_file(info, os.fstat(reader.fileno())):
+            reader.close()
+            self.check_landed(info)
+            raise UploadGone(f"the file of upload {upload_id} changed since it landed")
+        return reader
 
     def open_writer(
         self, upload_id: str, offset: int, checksum: Checksum | None = None
@@ -400,10 +506,11 @@ class FileStore:
 
         A file that already landed in the workspace is the user's and stays."""
         self.get_info(upload_id)
-        # The record goes first: a crash after it leaves only bytes without info,
-        # which ``recover`` removes. The other order left a record whose data was
-        # gone, an upload that answered HEAD but failed every PATCH.
-        for path in (self._info_path(upload_id), self._data_path(upload_id)):
+        # The bytes go first, then the record: a crash in between leaves a record
+        # without data, which ``recover`` drops (and a PATCH on it answers 404). The
+        # store never leaves bytes it cannot name, so it never has to guess whether a
+        # file in the folder is its own.
+        for path in (self._data_path(upload_id), self._info_path(upload_id)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -445,11 +552,18 @@ class FileStore:
             for pid in partial_ids:
                 with open(self._data_path(pid), "rb") as src:
                     _copy(src, dst)
-        self._complete(info)
-        for pid in partial_ids:
-            with contextlib.suppress(UploadNotFound), self.lock(pid, timeout=0):
-                self.terminate(pid)
+        try:
+            self._complete(info)
+        except (LandingFailed, LandingRefused):
+            self._remove_partials(partial_ids)  # completion is recorded: they are used
+            raise
+        self._remove_partials(partial_ids)
         return self.get_info(final_id)
+
+    def _remove_partials(self, partial_ids: list[str]) -> None:
+        for pid in partial_ids:
+            with contextlib.suppress(UploadNotFound, UploadLocked), self.lock(pid, timeout=0):
+                self.terminate(pid)
 
     def expired_uploads(self, now: float | None = None) -> Iterator[str]:
         """Ids of unfinished uploads whose expiry has passed."""
@@ -469,120 +583,199 @@ class FileStore:
     def _complete(self, info: FileInfo) -> None:
         """All bytes are in: make them durable, record completion, then land.
 
-        Completion is recorded (with the chosen destination) *before* the move, so a
-        crash between the two leaves an info that ``recover()`` finishes."""
+        Completion is recorded (with the destination and what the file is) *before*
+        the move, so a crash between the two leaves an info that ``recover()``
+        finishes."""
         data = self._data_path(info.id)
         if self._fsync:
             with open(data, "rb+") as f:
                 os.fsync(f.fileno())
-        if info.path is not None:
-            dest = Path(info.path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not info.overwrite and os.path.lexists(dest):
-                dest = unique_path(dest)
-            info.path = str(dest)
         info.is_complete = True
         info.offset = info.size or 0
+        if info.path is not None:
+            info.landed = _identity(os.stat(data))  # a link keeps the inode
         self._save_info(info)
         if info.path is not None:
-            try:
-                self._land(info)
-            except OSError as exc:
+            self._land_checked(info)
+
+    def _land_checked(self, info: FileInfo) -> None:
+        """``_land``, its failures sorted: LandingFailed for what may pass (a full,
+        read-only or busy destination: the sweep retries), LandingRefused for what no
+        retry fixes (recorded in the info: the bytes stay, and are never moved again)."""
+        try:
+            self._land(info)
+        except LandingRefused as exc:
+            self._refuse_landing(info, str(exc))
+            raise
+        except OSError as exc:
+            if not is_permanent(exc):
                 raise LandingFailed(
                     f"all {info.offset} bytes arrived, but moving the file to its"
                     f" destination failed ({exc.strerror}); the server retries the move"
                 ) from exc
+            where = "/".join(self.workspace.relative_parts(info.path))
+            reason = {
+                errno.ENAMETOOLONG: "the name is too long for that folder's filesystem",
+                errno.EISDIR: "a folder has that name",
+                errno.ENOTEMPTY: "a folder has that name",
+            }.get(exc.errno, exc.strerror)
+            self._refuse_landing(info, f"the file cannot be placed at {where!r}: {reason}")
+            raise LandingRefused(info.landing_error) from exc
+
+    def _refuse_landing(self, info: FileInfo, reason: str) -> None:
+        info.landing_error = (
+            f"all {info.offset} bytes arrived, but {reason}; the bytes are kept:"
+            " download them (GET on the upload) or upload the file again elsewhere"
+        )
+        self._save_info(info)
 
     def _land(self, info: FileInfo) -> None:
-        """Move the staged data to ``info.path`` with one rename (no clobbering unless
-        ``overwrite``). Across filesystems, copy to a temp file beside the destination
-        first. Every step can be redone after a crash (see ``recover``)."""
+        """Move the staged data to ``info.path``: one link (no clobbering) or, with
+        ``overwrite``, one rename, into the destination folder as the Workspace opened
+        and checked it just now. Across filesystems, copy to a temp file in that folder
+        first. The file gets the group and mode the contents manager would give it.
+        Every step can be redone after a crash (see ``recover``)."""
         data = self._data_path(info.id)
-        src = data
-        dest = Path(info.path)
-        if os.stat(data).st_dev != os.stat(dest.parent).st_dev:
-            src = dest.with_name(f".{dest.name}.{info.id[:8]}.tus-tmp")
-            # Linked to dest before a crash? Then rewriting it would rewrite the landed
-            # file in place, visible half-written: it only waits for its cleanup.
-            if not _same_file(src, dest):
-                with open(data, "rb") as f, open(src, "wb") as dst:
-                    _copy(f, dst)
-                    if self._fsync:
-                        dst.flush()
-                        os.fsync(dst.fileno())
-        while not info.overwrite:
+        *folders, name = self.workspace.relative_parts(info.path)
+        with self.workspace.open_folder(folders) as dir_fd:
+            src, src_dir_fd = str(data), None
+            if os.stat(data).st_dev != os.fstat(dir_fd).st_dev:
+                src, src_dir_fd = f".{info.id}.tus-tmp", dir_fd
+                # Linked to its destination before a crash? Then rewriting it would
+                # rewrite the landed file in place, visible half-written: it only
+                # waits for its cleanup.
+                if not _same_file_at(dir_fd, src, name):
+                    self._copy_into(data, dir_fd, src)
+                    info.landed = _identity(os.stat(src, dir_fd=dir_fd))
+                    self._save_info(info)
+            existing = _lstat_at(dir_fd, name) if info.overwrite else None
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
             try:
-                os.link(src, dest)  # atomic, and fails rather than clobber
-                break
-            except FileExistsError:
-                if _same_file(src, dest):  # landed before a crash, not yet cleaned
+                self.workspace.ownership(dir_fd, existing).apply(fd)
+            finally:
+                os.close(fd)
+            while not info.overwrite:
+                try:  # atomic, and fails rather than clobber
+                    os.link(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
                     break
-                dest = unique_path(dest)  # the name was taken since creation
-                info.path = str(dest)
-                self._save_info(info)
-        else:
-            os.replace(src, dest)
-        data.unlink(missing_ok=True)
-        src.unlink(missing_ok=True)
-        if self._fsync:
-            _fsync_dir(dest.parent)
+                except FileExistsError:
+                    if _same_file_at(dir_fd, name, src, src_dir_fd):
+                        break  # landed before a crash, not yet cleaned
+                    # the name was taken since creation
+                    name = unique_name(name, lambda n: _lstat_at(dir_fd, n) is not None)
+                    info.path = str(Path(info.path).with_name(name))
+                    self._save_info(info)
+            else:
+                os.rename(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
+            data.unlink(missing_ok=True)
+            if src_dir_fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(src, dir_fd=dir_fd)
+            if self._fsync:
+                os.fsync(dir_fd)
+
+    def _copy_into(self, data: Path, dir_fd: int, name: str) -> None:
+        """Copy the staged bytes to ``name`` in the folder ``dir_fd`` (never through a
+        symlink), durably as configured."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        with open(data, "rb") as f, open(fd, "wb") as dst:
+            _copy(f, dst)
+            if self._fsync:
+                dst.flush()
+                os.fsync(dst.fileno())
 
     # ------------------------------------------------------------------ recovery
 
     def recover(self) -> list[str]:
         """Repair what a crash can leave behind; return one line per repair.
 
-        Run at server start, before any request. Uploads locked by someone else are
-        left alone."""
+        Run at server start, before any request. Never raises for one upload: an
+        upload that cannot be repaired is quarantined (kept as it is, reported, and
+        answered with UploadQuarantined) and every other upload is recovered. Only the
+        store's own entries are touched; anything else is reported once and left
+        alone. Uploads locked by someone else are left alone too."""
         report: list[str] = []
+        self._quarantined.clear()
         if not self.directory.is_dir():
             return report
-        for tmp in self.directory.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
-            report.append(f"removed temp file {tmp.name}")
-        for entry in self.directory.iterdir():
-            name = entry.name
-            if ID_PATTERN.match(name) and not self._info_path(name).exists():
-                entry.unlink(missing_ok=True)
-                report.append(f"removed data without info {name}")
-            elif name.endswith(".lock") and not (self.directory / f"{name[:-5]}.info").exists():
-                entry.unlink(missing_ok=True)
-        for path in self.directory.glob("*.info"):
+        foreign = []
+        for entry in os.scandir(self.directory):
+            match = ENTRY_PATTERN.match(entry.name)
+            if entry.name == MARKER:
+                continue
+            if not match or not entry.is_file(follow_symlinks=False):
+                foreign.append(entry.name)
+                continue
+            upload_id, kind = match["id"], match["kind"]
+            has_info = self._info_path(upload_id).exists()
+            if kind.endswith(".tmp"):
+                self._remove(entry.name)
+                report.append(f"removed temp file {entry.name}")
+            elif kind == ".lock" and not has_info:
+                self._remove(entry.name)
+            elif kind in ("", ".info.corrupt") and not has_info:
+                foreign.append(entry.name)
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:10]) + (", ..." if len(foreign) > 10 else "")
+            report.append(f"left alone {len(foreign)} entries that are not uploads: {shown}")
+        for path in sorted(self.directory.glob("*.info")):
             upload_id = path.name[: -len(".info")]
+            if not ID_PATTERN.match(upload_id):
+                continue  # reported above
             try:
-                info = self._read_info(upload_id)
-            except (ValueError, TypeError):
-                path.rename(path.with_name(path.name + ".corrupt"))
-                report.append(f"unreadable info {path.name} set aside as .corrupt")
-                continue
-            except UploadNotFound:
-                continue
-            lock = self.lock(upload_id)
-            if not lock.acquire(blocking=False):
-                continue
-            try:
-                line = self._recover_one(info)
-            finally:
-                lock.release()
+                line = self._recover_locked(upload_id)
+            except Exception as exc:  # one upload never stops the others, nor the start
+                reason = f"{type(exc).__name__}: {exc}"
+                self._quarantined[upload_id] = reason
+                line = f"quarantined {upload_id}: {reason}"
             if line:
                 report.append(line)
         return report
+
+    def quarantined(self) -> dict[str, str]:
+        """The uploads the last ``recover()`` could not repair, with why."""
+        return dict(self._quarantined)
+
+    def _remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / name)
+
+    def _recover_locked(self, upload_id: str) -> str | None:
+        try:
+            info = self._read_info(upload_id)
+        except ValueError:
+            return f"left alone {upload_id}.info: not an upload record"
+        except UploadNotFound:
+            return None
+        lock = self.lock(upload_id)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            return self._recover_one(info)
+        finally:
+            lock.release()
 
     def _recover_one(self, info: FileInfo) -> str | None:
         data = self._data_path(info.id)
         if info.is_complete:
             line = None
-            if info.path and data.exists():
-                self._land(info)
-                line = f"finished landing {info.id} at {info.path}"
-            if info.is_final:  # a crash can come before the partials were removed
-                for pid in info.partial_uploads:
-                    with contextlib.suppress(UploadNotFound, UploadLocked), self.lock(pid, 0):
-                        self.terminate(pid)
-                        line = line or f"removed the used partial uploads of {info.id}"
+            if self._awaits_landing(info):
+                try:
+                    self._land_checked(info)
+                    line = f"finished landing {info.id} at {info.path}"
+                except LandingFailed as exc:
+                    line = f"could not land {info.id} yet, the sweep retries: {exc}"
+                except LandingRefused as exc:
+                    line = f"cannot land {info.id}, its bytes are kept: {exc}"
+            # a crash can come before the partials were removed
+            if info.is_final and any(self._info_path(p).exists() for p in info.partial_uploads):
+                self._remove_partials(info.partial_uploads)
+                line = line or f"removed the used partial uploads of {info.id}"
             return line
         if not data.exists():
-            # an unfinished upload whose bytes were removed (by hand, say) cannot go on
+            # a creation or termination cut short, or bytes removed by hand: an
+            # unfinished upload without its bytes cannot go on
             self.terminate(info.id)
             return f"removed {info.id}, whose data file was gone"
         pending = info.unverified_from
@@ -603,16 +796,46 @@ class FileStore:
             if stored > info.size:
                 with open(data, "r+b") as f:
                     f.truncate(info.size)
-            self._complete(info)
+            try:
+                self._complete(info)
+            except (LandingFailed, LandingRefused) as exc:
+                return f"completed {info.id} whose bytes had all arrived; {exc}"
             return f"completed {info.id} whose bytes had all arrived"
         return None
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _is_landed_file(info: FileInfo, st: os.stat_result) -> bool:
+    """Is ``st`` the file the upload landed as (same inode, size and mtime)? Records of
+    earlier versions, without identity, compare the size only."""
+    if info.landed is None:
+        return st.st_size == (info.size or 0)
+    return _identity(st) == list(info.landed)
+
+
+def _is_store_entry(entry: os.DirEntry) -> bool:
+    return entry.name == MARKER or bool(
+        ENTRY_PATTERN.match(entry.name) and entry.is_file(follow_symlinks=False)
+    )
+
+
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
     try:
-        return os.path.samefile(a, b)
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _same_file_at(dir_fd: int, name: str, other: str, other_dir_fd: int | None = None) -> bool:
+    a = _lstat_at(dir_fd, name)
+    try:
+        b = os.stat(other, dir_fd=other_dir_fd or dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
+    return a is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _copy(src: BinaryIO, dst: BinaryIO) -> None:
@@ -664,6 +887,11 @@ class FileChunkWriter:
         except FileNotFoundError:
             raise UploadNotFound(f"the staged bytes of upload {info.id} are gone") from None
         self._file.seek(offset)
+
+    def fits(self, n: int) -> bool:
+        """Would ``n`` more bytes stay within the upload's length (or the store's
+        limit on a deferred length)?"""
+        return self._room is None or self.written + n <= self._room
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now. Past the upload's size, the part that fits is kept and

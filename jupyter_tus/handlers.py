@@ -39,14 +39,18 @@ from .store import (
     FileInfo,
     InsufficientStorage,
     LandingFailed,
+    LandingRefused,
     LengthAlreadyDeclared,
     OffsetMismatch,
+    StagingRefused,
     StoreError,
     UploadExpired,
+    UploadGone,
     UploadIncomplete,
     UploadLocked,
     UploadNotFound,
     UploadNotPatchable,
+    UploadQuarantined,
     UploadTooLarge,
 )
 
@@ -54,6 +58,7 @@ from .store import (
 # has none). Looked up along the exception's MRO, so subclasses may refine.
 STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     UploadNotFound: 404,
+    UploadGone: 410,
     UploadExpired: 410,
     OffsetMismatch: 409,
     UploadTooLarge: 413,
@@ -64,8 +69,11 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     LengthAlreadyDeclared: 400,
     DestinationExists: 409,
     DestinationRefused: 403,
+    LandingRefused: 403,
     InsufficientStorage: 507,
     LandingFailed: 503,
+    UploadQuarantined: 503,
+    StagingRefused: 503,
 }
 REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
 
@@ -148,8 +156,12 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._committing = False
         self._writing: asyncio.Future | None = None  # a piece being written in a thread
         self._piece_error: StoreError | None = None
+        self._overflow_info: FileInfo | None = None  # committed when a body ran past
         self._last_data = time.monotonic()
         self._upload_id: str | None = None
+        # Headers an error answer keeps (send_error clears the others): the Location of
+        # an upload that exists, the offset it reached.
+        self._error_headers: dict[str, str] = {}
 
     @property
     def manager(self) -> UploadManager:
@@ -172,6 +184,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             # Answered before the whole body was read: tornado closes the connection
             # after this reply, so say so, or a proxy may reuse it and fail.
             self.set_header("Connection", "close")
+        for name, value in self._error_headers.items():
+            self.set_header(name, value)
         super().write_error(status_code, **kwargs)
 
     def upload_url(self, upload_id: str) -> str:
@@ -216,6 +230,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                         f"Tus-Resumable {version!r} is not supported; this server speaks "
                         + ", ".join(protocol.SUPPORTED_VERSIONS)
                     )
+            if self.manager.unavailable:
+                raise web.HTTPError(503, self.manager.unavailable)
             await self.prepare_request()
         except (web.HTTPError, ProtocolError, StoreError) as exc:
             self._refuse(exc)
@@ -257,7 +273,11 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         if writer is None:
             return None
         self._last_data = time.monotonic()
-        if TusHandler._streaming == 1 and self._durability is not Durability.COMPLETE:
+        if (
+            TusHandler._streaming == 1
+            and self._durability is not Durability.COMPLETE
+            and writer.fits(len(chunk))  # else the write commits: never on the loop
+        ):
             # A lone upload writes inline: a thread hop per piece costs more than the
             # write (py-spy), and nothing else waits on the loop for long. (Not with
             # durability=complete: its writeback thread can make a write() wait.)
@@ -273,14 +293,33 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return self._writing
 
     def _write_piece(self, writer: FileChunkWriter, chunk: bytes) -> None:
-        """In a worker thread. A refusal (too long, disk full) is taken up on the loop."""
+        """In a worker thread. A refusal (too long, disk full) is taken up on the loop.
+
+        A body that runs past the upload's length (one without Content-Length, which
+        could not be refused up front) keeps the bytes that fit, and those are
+        committed here and now: if they reach the length, the upload is complete and
+        landed before any answer, so offset == length always means landed."""
         try:
             writer.write(chunk)
+        except UploadTooLarge as exc:
+            self._piece_error = exc
+            try:
+                self._overflow_info = writer.commit()
+            except StoreError as commit_exc:
+                self._piece_error = commit_exc
         except StoreError as exc:
             self._piece_error = exc
 
     def _take_piece_error(self) -> None:
         exc, self._piece_error = self._piece_error, None
+        info, self._overflow_info = self._overflow_info, None
+        if info is not None:
+            self._error_headers["Upload-Offset"] = str(info.offset)
+            if info.is_complete:
+                self._error_headers.update(self.landed_path_header(info))
+                self.manager.completed(info)
+        if isinstance(exc, LandingRefused) and self._writer is not None:
+            self.manager.refused(self._writer.info)
         if exc is not None:
             self._refuse(exc)  # the bytes that fitted are kept; drain the rest
 
@@ -343,6 +382,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 info = writer.commit()  # a close and a stat: not worth a thread hop
             else:
                 info = await asyncio.get_running_loop().run_in_executor(None, writer.commit)
+        except LandingRefused:
+            self.manager.refused(writer.info)
+            raise
         finally:
             self._committing = False
         if info.is_complete:
@@ -394,9 +436,13 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def set_landed_path(self, info: FileInfo) -> None:
         """Where a finished upload landed, as the contents API names it: a name taken
         during the upload makes it ``name (1).ext``, which the client cannot guess."""
-        landed = self.manager.relative(info.path) if info.is_complete else None
-        if landed is not None:
-            self.set_header(LANDED_PATH_HEADER, urllib.parse.quote(landed))
+        for name, value in self.landed_path_header(info).items():
+            self.set_header(name, value)
+
+    def landed_path_header(self, info: FileInfo) -> dict[str, str]:
+        """``Jupyter-Tus-Path``, only for a file that is there now."""
+        landed = self.manager.landed_relative(info)
+        return {} if landed is None else {LANDED_PATH_HEADER: urllib.parse.quote(landed)}
 
     @tus_errors
     async def options(self, *args: str, **kwargs: str) -> None:
@@ -446,6 +492,8 @@ class UploadsHandler(TusHandler):
         self._info = await self._run(
             self.manager.create, size, metadata, partial=partial, final_of=self._final_of
         )
+        # From here on the upload exists: every answer, errors too, says where.
+        self._error_headers["Location"] = self.upload_url(self._info.id)
         if self._has_body():
             if self._final_of is not None:
                 raise UploadNotPatchable("a final concatenation takes no body")
@@ -600,6 +648,7 @@ class UploadHandler(TusHandler):
         self.raise_refusal()
         info = self.manager.get_complete_info(upload_id)
         reader = self.manager.store.get_reader(upload_id)
+        remaining = info.size or 0
         with reader:
             filetype = info.metadata.get("filetype", "").lower()
             if not _MIME.match(filetype):
@@ -613,9 +662,14 @@ class UploadHandler(TusHandler):
                 "Content-Disposition",
                 f"{disposition}; filename=\"{quoted}\"; filename*=UTF-8''{quoted}",
             )
-            while block := reader.read(READ_BLOCK):
+            while remaining and (block := reader.read(min(READ_BLOCK, remaining))):
+                remaining -= len(block)
                 self.write(block)
                 await self.flush()
+        if remaining:  # the file shrank while it was sent: never a short, "complete" body
+            self.log.warning("upload %s: its file changed while it was sent", upload_id)
+            self.request.connection.close()
+            return
         self.finish()
 
 

@@ -19,6 +19,8 @@ from . import destinations
 from .filestore import FileStore, UploadLock
 from .store import (
     FileInfo,
+    LandingFailed,
+    LandingRefused,
     UploadExpired,
     UploadIncomplete,
     UploadLocked,
@@ -50,6 +52,9 @@ class UploadManager:
         self.lock_wait = lock_wait
         self._emit = emit
         self.log = log or logging.getLogger(__name__)
+        # Set when the store could not be started (its staging folder refused): every
+        # request is answered with this message instead.
+        self.unavailable: str | None = None
 
     # ------------------------------------------------------------------ creation
 
@@ -101,7 +106,7 @@ class UploadManager:
         return f"{info.filename} -> {where}, {size}"
 
     def relative(self, path: str | None) -> str | None:
-        """A landed path as the contents API names it (relative to root_dir)."""
+        """A path as the contents API names it (relative to root_dir)."""
         if path is None:
             return None
         try:
@@ -111,22 +116,37 @@ class UploadManager:
 
     # ------------------------------------------------------------------ reading
 
+    def landed_relative(self, info: FileInfo) -> str | None:
+        """Where the upload's file is now, relative to root_dir, once it landed."""
+        return self.relative(self.store.landed_path(info))
+
     def get_info(self, upload_id: str) -> FileInfo:
-        """The upload's info; UploadExpired once its expiry has passed. The caller
-        holds the lock: a complete upload whose final move failed is moved now."""
+        """The upload's info, as a client may rely on it (HEAD, PATCH). The caller
+        holds the lock. Raises UploadExpired once its expiry has passed,
+        LandingRefused if it can never land (its bytes are kept), UploadGone once its
+        landed file was moved, deleted or changed. A complete upload whose final move
+        failed is moved now."""
         info = self.store.get_info(upload_id)
-        if info.is_complete and info.path and self._finish_landing(info):
-            self.completed(info)
+        if info.is_complete and info.path:
+            if info.landing_error:
+                raise LandingRefused(info.landing_error)
+            if self._finish_landing(info):
+                self.completed(info)
+            self.store.check_landed(info)
         if info.expires is not None and info.expires <= time.time():
             raise UploadExpired(f"upload {upload_id} expired and will be removed")
         return info
 
     def get_complete_info(self, upload_id: str) -> FileInfo:
+        """The info of an upload whose bytes may be read (GET): complete, and, once
+        landed, its file still the one that landed (else UploadGone). An upload that
+        could not land is served from the store."""
         info = self.store.get_info(upload_id)
         if not info.is_complete:
             raise UploadIncomplete(
                 f"upload {upload_id} is not complete: {info.offset} of {info.size} bytes"
             )
+        self.store.check_landed(info)
         return info
 
     # ------------------------------------------------------------------ locking
@@ -160,6 +180,23 @@ class UploadManager:
         self.log.info("upload %s complete: %s", info.id, self.describe(info))
         self._send_event("completed", info)
 
+    def refused(self, info: FileInfo) -> None:
+        """Report an upload whose landing was refused for good (its bytes are kept)."""
+        self.log.warning("upload %s cannot land: %s", info.id, info.landing_error)
+        self._send_event("refused", info, reason=info.landing_error)
+
+    def recover(self) -> None:
+        """Repair the staging directory at start (the store's ``recover``), log each
+        repair, and report each upload that could not be repaired; never raises, so
+        one bad upload never stops the extension from loading."""
+        try:
+            for line in self.store.recover():
+                self.log.warning("jupyter-tus recovery: %s", line)
+        except Exception:  # the folder itself unreadable: the endpoint still answers
+            self.log.exception("jupyter-tus recovery failed; uploads are left as they are")
+        for upload_id, reason in self.store.quarantined().items():
+            self._send_event("quarantined", FileInfo(id=upload_id), reason=reason)
+
     def terminate(self, upload_id: str, action: str = "terminated") -> None:
         """Remove an upload (the caller holds its lock)."""
         info = self.store.get_info(upload_id)
@@ -167,37 +204,49 @@ class UploadManager:
         self.log.info("upload %s %s: %s", upload_id, action, self.describe(info))
         self._send_event(action, info)
 
-    def _send_event(self, action: str, info: FileInfo) -> None:
+    def _send_event(self, action: str, info: FileInfo, reason: str | None = None) -> None:
         if self._emit is None:
             return
         data = {"action": action, "id": info.id, "filename": info.filename, "offset": info.offset}
         if info.size is not None:
             data["size"] = info.size
-        relative = self.relative(info.path) if info.is_complete else None
+        relative = self.relative(self.store.landed_path(info)) if action == "completed" else None
         if relative is not None:
             data["path"] = relative
+        if reason:
+            data["reason"] = reason
         self._emit(data)
 
-    def _finish_landing(self, info: FileInfo) -> bool:
-        """Retry a failed final move (the caller holds the lock); True once moved."""
+    def _finish_landing(self, info: FileInfo, report: bool = True) -> bool:
+        """Retry a failed final move (the caller holds the lock); True once moved.
+        LandingRefused (for good) is raised, and reported unless ``report`` is False
+        (off the event loop, where events cannot be emitted)."""
         try:
             return self.store.finish_landing(info)
-        except OSError as exc:
+        except LandingFailed as exc:
             self.log.warning("upload %s: the final move failed again: %s", info.id, exc)
             return False
+        except LandingRefused:
+            if report:
+                self.refused(info)
+            raise
 
-    def retry_landings(self) -> list[FileInfo]:
+    def retry_landings(self) -> tuple[list[FileInfo], list[FileInfo]]:
         """Move the finished uploads whose final move failed (a destination that was
         full or read-only for a while), so their files appear without a client
-        coming back; return them. Uploads whose lock is held are left to their
-        holder. Touches whole files (a copy across filesystems): run it in a thread,
-        then report each with ``completed`` on the event loop."""
-        landed = []
+        coming back; return those that landed and those refused for good. Uploads
+        whose lock is held are left to their holder. Touches whole files (a copy
+        across filesystems): run it in a thread, then report each with ``completed``
+        or ``refused`` on the event loop."""
+        landed, refused = [], []
         for info in list(self.store.pending_landings()):
             with self._lock_if_free(info.id) as free:
-                if free and self._finish_landing(info):
-                    landed.append(info)
-        return landed
+                try:
+                    if free and self._finish_landing(info, report=False):
+                        landed.append(info)
+                except LandingRefused:
+                    refused.append(info)
+        return landed, refused
 
     @contextlib.contextmanager
     def _lock_if_free(self, upload_id: str) -> Iterator[bool]:

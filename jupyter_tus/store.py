@@ -83,6 +83,28 @@ class LandingFailed(StoreError):
     retried on the upload's next request and by the periodic sweep."""
 
 
+class LandingRefused(DestinationRefused):
+    """Every byte arrived, but the destination cannot take the file and no retry will
+    change that (a folder on the way is now a file, leads out of the root or into a
+    hidden folder, a name too long). The bytes stay in the store, readable with
+    ``get_reader``; the message says what to change."""
+
+
+class UploadGone(UploadNotFound):
+    """The upload landed, but its file was moved, deleted or changed since: the record
+    no longer describes what is there (tusd answers 404 once its stored file is gone)."""
+
+
+class UploadQuarantined(StoreError):
+    """Recovery could not repair this upload at start; it is kept, untouched, for the
+    administrator, and every other upload works."""
+
+
+class StagingRefused(StoreError):
+    """The staging directory holds files that are not this store's: the store will not
+    take it over (it could delete them)."""
+
+
 class InsufficientStorage(StoreError):
     """The disk is full, or too full to take the announced size."""
 
@@ -114,6 +136,11 @@ class FileInfo:
     # Set while a checksummed write is in progress: the offset to fall back to if it
     # cannot be verified (a crash mid-write must not count unverified bytes).
     unverified_from: int | None = None
+    # What the landed file was when it landed: [st_dev, st_ino, st_size, st_mtime_ns].
+    # Once the file there differs, the upload answers as gone (UploadGone).
+    landed: list[int] | None = None
+    # Why a finished upload could not land, for good (LandingRefused); its bytes stay.
+    landing_error: str | None = None
 
     @property
     def filename(self) -> str:

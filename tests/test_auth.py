@@ -52,7 +52,7 @@ def test_cookie_needs_xsrf(server_process):
     assert r.status_code == 403
     r = session.post(server_process.endpoint, headers={**headers, "X-XSRFToken": "2|forged|0|x"})
     assert r.status_code == 403
-    assert list((server_process.root_dir / ".tus").iterdir()) == []
+    assert [p.name for p in (server_process.root_dir / ".tus").iterdir()] == [".jupyter-tus-store"]
     r = session.post(
         server_process.endpoint, headers={**headers, "X-XSRFToken": session.cookies["_xsrf"]}
     )

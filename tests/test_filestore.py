@@ -260,15 +260,32 @@ def test_recover_after_link_before_unlink(store, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("twice")) == ["twice.bin"]
 
 
-def test_recover_cleans_orphans_and_sets_aside_corrupt_info(store):
-    store.directory.mkdir(parents=True)
-    orphan = "B" * 32
-    (store.directory / orphan).write_bytes(b"data")
-    (store.directory / f"{'C' * 32}.info").write_text("{not json")
-    (store.directory / f"{'D' * 32}.info.1234.tmp").write_text("{}")
+def test_recover_removes_only_its_own_debris(store):
+    store.claim()
+    tmp = f"{'D' * 32}.info.0123abcd.tmp"  # an .info being replaced when a crash came
+    lock = f"{'E' * 32}.lock"  # a lock whose upload is gone
+    (store.directory / tmp).write_text("{}")
+    (store.directory / lock).write_bytes(b"")
+    # Not the store's: a record-shaped file that is no record, bytes it never made
+    # (the store writes the record first), and the user's own files and folders.
+    foreign = {
+        f"{'C' * 32}.info": b"{not json",
+        "B" * 32: b"data",
+        "draft.tmp": b"mine",
+        "poetry.lock": b"mine",
+        "measurement_summary_2024.info": b'{"id": "x"}',
+    }
+    for name, data in foreign.items():
+        (store.directory / name).write_bytes(data)
+    (store.directory / "sub").mkdir()
     report = store.recover()
-    assert len(report) == 3
-    assert sorted(p.name for p in store.directory.iterdir()) == [f"{'C' * 32}.info.corrupt"]
+    assert f"removed temp file {tmp}" in report
+    assert not (store.directory / tmp).exists() and not (store.directory / lock).exists()
+    for name, data in foreign.items():
+        assert (store.directory / name).read_bytes() == data
+    assert (store.directory / "sub").is_dir()
+    assert any(line.startswith("left alone 5 entries") for line in report), report
+    assert f"left alone {'C' * 32}.info: not an upload record" in report
     assert store.list_uploads() == []
 
 

@@ -14,6 +14,8 @@ import urllib.parse
 import pytest
 import requests
 
+from jupyter_tus.filestore import ENTRY_PATTERN
+
 from .conftest import MAX_SIZE, PASSWORD, USER, Hub, poll
 
 MiB = 1024 * 1024
@@ -137,7 +139,9 @@ def staged(hub: Hub) -> set[str]:
     staging = hub.home / ".tus"
     if not staging.exists():
         return set()
-    return {p.name for p in staging.iterdir() if not p.name.endswith(".lock")}
+    return {
+        p.name for p in staging.iterdir() if ENTRY_PATTERN.match(p.name) and p.suffix != ".lock"
+    }
 
 
 def test_cookie_and_xsrf_upload_as_a_browser(hub: Hub) -> None:

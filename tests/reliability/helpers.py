@@ -125,6 +125,8 @@ def staging_problems(staging: Path) -> list[str]:
         return problems
     for entry in staging.iterdir():
         name = entry.name
+        if name == ".jupyter-tus-store":  # the store's mark on its folder
+            continue
         if name.endswith((".tmp", ".corrupt")):
             problems.append(f"left over: {name}")
         elif name.endswith(".info"):

@@ -76,10 +76,20 @@ if _spec or _free_file:
             os.replace(src, dst)
             _hit("replace_after")
 
-        def link(self, src, dst):
+        def link(self, src, dst, **kw):
             _hit("link_before")
-            os.link(src, dst)
+            os.link(src, dst, **kw)
             _hit("link_after")
+
+        def rename(self, src, dst, **kw):  # the final move with overwrite
+            _hit("link_before")
+            os.rename(src, dst, **kw)
+            _hit("link_after")
+
+        def unlink(self, path, **kw):  # staging debris, and the copy's temp name
+            if "dir_fd" in kw or f"{os.sep}.tus{os.sep}" in str(path):
+                _hit("unlink")
+            os.unlink(path, **kw)
 
         def fsync(self, fd):
             _hit("fsync")

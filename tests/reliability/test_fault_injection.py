@@ -46,13 +46,22 @@ def install(monkeypatch, inj: Injector) -> None:
         def __getattr__(self, name):
             return getattr(real_os, name)
 
-        def replace(self, a, b):
+        def replace(self, a, b, **kw):
             inj.hit("rename")
-            real_os.replace(a, b)
+            real_os.replace(a, b, **kw)
 
-        def link(self, a, b):
+        def rename(self, a, b, **kw):
+            inj.hit("rename")
+            real_os.rename(a, b, **kw)
+
+        def link(self, a, b, **kw):
             inj.hit("link")
-            real_os.link(a, b)
+            real_os.link(a, b, **kw)
+
+        def unlink(self, path, **kw):
+            if str(path).startswith(inj.staging) or "dir_fd" in kw:
+                inj.hit("unlink")
+            real_os.unlink(path, **kw)
 
         def fsync(self, fd):
             inj.hit("fsync")

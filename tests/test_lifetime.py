@@ -1,0 +1,334 @@
+"""The endpoint's promises later in an upload's life: what changed on disk between the
+creating POST and the last PATCH, and after the file landed.
+
+Each test changes the workspace the way a user (or an attacker with a shell in the
+same workspace) would between two requests, then checks the answer and the disk."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import urllib.parse
+
+import pytest
+
+from jupyter_tus.workspace import NAME_MAX, unique_name
+
+PATH_HEADER = "Jupyter-Tus-Path"
+
+
+@pytest.fixture
+def outside(jp_root_dir, tmp_path):
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    assert jp_root_dir not in folder.parents
+    return folder
+
+
+async def half_sent(tus, data: bytes, **metadata) -> str:
+    """An upload with the first half of ``data`` received."""
+    uid = await tus.create_id(len(data), metadata)
+    r = await tus.patch(uid, 0, data[: len(data) // 2])
+    assert r.code == 204, r.body
+    return uid
+
+
+async def finish(tus, uid: str, data: bytes):
+    return await tus.patch(uid, len(data) // 2, data[len(data) // 2 :])
+
+
+async def assert_refused_but_kept(tus, uid: str, data: bytes, words: bytes) -> None:
+    """A landing refused for good: 403 saying why, on the last PATCH and on HEAD (so a
+    client never believes it finished), no landed path, and the bytes still served."""
+    head = await tus.head(uid)
+    assert head.code == 403 and PATH_HEADER not in head.headers
+    r = await tus.request("GET", uid)
+    assert r.code == 200 and r.body == data
+    again = await tus.patch(uid, len(data), b"")
+    assert again.code == 403 and words in again.body, again.body
+
+
+# ----------------------------------------------------------- containment at landing
+
+
+async def test_folder_swapped_for_a_symlink_out_of_root_is_refused_at_landing(
+    tus, jp_root_dir, outside
+):
+    data = b"0123456789"
+    (jp_root_dir / "dest").mkdir()
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    (jp_root_dir / "dest").rmdir()
+    (jp_root_dir / "dest").symlink_to(outside)
+    r = await finish(tus, uid, data)
+    assert r.code == 403, r.body
+    assert b"outside the server's root" in r.body and str(outside).encode() not in r.body
+    assert PATH_HEADER not in r.headers
+    assert list(outside.iterdir()) == []
+    await assert_refused_but_kept(tus, uid, data, b"outside the server's root")
+
+
+async def test_folder_swapped_for_a_symlink_into_a_hidden_folder_is_refused(tus, jp_root_dir):
+    data = b"secret-ish"
+    (jp_root_dir / "dest").mkdir()
+    hidden = jp_root_dir / ".config"
+    hidden.mkdir()
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    (jp_root_dir / "dest").rmdir()
+    (jp_root_dir / "dest").symlink_to(hidden)
+    r = await finish(tus, uid, data)
+    assert r.code == 403 and b"hidden folder" in r.body, r.body
+    assert list(hidden.iterdir()) == []
+    await assert_refused_but_kept(tus, uid, data, b"hidden folder")
+
+
+async def test_folder_swapped_for_a_file_is_refused_with_what_to_change(tus, jp_root_dir):
+    data = b"abcdef"
+    (jp_root_dir / "a" / "b").mkdir(parents=True)
+    uid = await half_sent(tus, data, filename="x.bin", path="a/b")
+    (jp_root_dir / "a" / "b").rmdir()
+    (jp_root_dir / "a" / "b").write_text("now a file")
+    r = await finish(tus, uid, data)
+    assert r.code == 403, r.body
+    assert b"'a/b' is a file, not a folder" in r.body and b"rename it" in r.body
+    assert (jp_root_dir / "a" / "b").read_text() == "now a file"
+    await assert_refused_but_kept(tus, uid, data, b"not a folder")
+
+
+async def test_a_symlink_inside_the_root_is_still_followed(tus, jp_root_dir):
+    data = b"inside"
+    (jp_root_dir / "real").mkdir()
+    (jp_root_dir / "dest").mkdir()
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    (jp_root_dir / "dest").rmdir()
+    (jp_root_dir / "dest").symlink_to(jp_root_dir / "real")
+    r = await finish(tus, uid, data)
+    assert r.code == 204, r.body
+    assert (jp_root_dir / "real" / "x.bin").read_bytes() == data
+
+
+async def test_the_retry_sweep_checks_the_folder_too(tus, tus_app, jp_root_dir, outside, staging):
+    # A landing that failed for a while (read-only for a moment), then the folder is
+    # swapped: the sweep must refuse it, not follow the new symlink.
+    data = b"later"
+    (jp_root_dir / "dest").mkdir()
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    (jp_root_dir / "dest").chmod(0o555)
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(jp_root_dir / "dest")]
+    subprocess.run(mount, check=True)  # tests run as root: permission bits are no bar
+    try:
+        r = await finish(tus, uid, data)
+        assert r.code == 503 and b"retries the move" in r.body, r.body
+        head = await tus.head(uid)  # complete, not landed yet: no path announced
+        assert head.code == 200 and PATH_HEADER not in head.headers
+    finally:
+        subprocess.run(["umount", str(jp_root_dir / "dest")], check=True)
+    (jp_root_dir / "dest").rmdir()
+    (jp_root_dir / "dest").symlink_to(outside)
+    landed, refused = tus_app.manager.retry_landings()
+    assert landed == [] and [i.id for i in refused] == [uid]
+    assert list(outside.iterdir()) == []
+    assert tus_app.manager.retry_landings() == ([], [])  # never retried again
+    await assert_refused_but_kept(tus, uid, data, b"outside")
+
+
+# ----------------------------------------------------------- destinations at creation
+
+
+@pytest.mark.parametrize("path", ["notes.txt/sub", "notes.txt", "ok/notes.txt/deeper"])
+async def test_a_file_on_the_destination_path_is_refused_at_creation(tus, jp_root_dir, path):
+    (jp_root_dir / "ok").mkdir()
+    (jp_root_dir / "notes.txt").write_text("mine")
+    (jp_root_dir / "ok" / "notes.txt").write_text("mine")
+    r = await tus.create(3, {"filename": "x.bin", "path": path})
+    assert r.code == 403, r.body
+    assert b"is a file, not a folder" in r.body
+    assert (jp_root_dir / "notes.txt").read_text() == "mine"
+
+
+async def test_a_symlink_into_a_hidden_folder_is_refused_at_creation(tus, jp_root_dir):
+    (jp_root_dir / ".private").mkdir()
+    (jp_root_dir / "public").symlink_to(jp_root_dir / ".private")
+    r = await tus.create(3, {"filename": "x.bin", "path": "public/sub"})
+    assert r.code == 403 and b"hidden folder" in r.body, r.body
+    assert list((jp_root_dir / ".private").iterdir()) == []
+
+
+# ----------------------------------------------------------- unique names
+
+
+def test_unique_names_stay_within_name_max():
+    assert unique_name("data.csv", lambda n: False) == "data (1).csv"
+    taken = {"data (1).csv", "data (2).csv"}
+    assert unique_name("data.csv", taken.__contains__) == "data (3).csv"
+    long = "é" * 124 + "x.csv"  # 253 bytes: two-byte characters up to the end
+    name = unique_name(long, lambda n: False)
+    assert len(name.encode()) <= NAME_MAX and name.endswith(" (1).csv")
+    name.encode().decode("utf-8")  # cut on a character boundary
+    assert unique_name("." + "a" * 254, lambda n: False).endswith(" (1)")
+
+
+async def test_a_long_name_taken_during_the_upload_lands_shortened(tus, jp_root_dir):
+    name = "n" * 249 + ".csv"  # 253 bytes: "name (1).csv" would be 257
+    data = b"a,b\n1,2\n"
+    uid = await half_sent(tus, data, filename=name)
+    (jp_root_dir / name).write_text("taken meanwhile")
+    r = await finish(tus, uid, data)
+    assert r.code == 204, r.body
+    landed = urllib.parse.unquote(r.headers[PATH_HEADER])
+    assert landed.endswith(" (1).csv") and len(landed.encode()) <= NAME_MAX
+    assert (jp_root_dir / landed).read_bytes() == data
+    assert (jp_root_dir / name).read_text() == "taken meanwhile"
+    head = await tus.head(uid)
+    assert head.code == 200 and head.headers[PATH_HEADER] == r.headers[PATH_HEADER]
+    assert (await tus.request("GET", uid)).body == data
+
+
+# ----------------------------------------------------------- bodies past the length
+
+
+async def send_chunked(tus, method: str, uid: str | None, headers: dict, pieces: list[bytes]):
+    """A request whose body has no Content-Length (Transfer-Encoding: chunked)."""
+
+    async def producer(write):
+        for piece in pieces:
+            await write(piece)
+
+    parts = ["api", "tus", "uploads"] + ([uid] if uid else [])
+    return await tus.fetch(
+        *parts,
+        method=method,
+        headers={"Tus-Resumable": "1.0.0", **headers},
+        body_producer=producer,
+        raise_error=False,
+        allow_nonstandard_methods=True,
+    )
+
+
+async def test_a_chunked_body_past_the_length_completes_and_lands_in_that_request(
+    tus, jp_root_dir
+):
+    uid = await tus.create_id(10, {"filename": "exact.bin"})
+    headers = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    r = await send_chunked(tus, "PATCH", uid, headers, [b"01234", b"56789ABCDE"])
+    assert r.code == 413, r.body
+    assert r.headers["Upload-Offset"] == "10"
+    assert r.headers[PATH_HEADER] == "exact.bin"
+    assert (jp_root_dir / "exact.bin").read_bytes() == b"0123456789"
+    head = await tus.head(uid)
+    assert head.code == 200 and head.headers["Upload-Offset"] == "10"
+    assert (await tus.request("GET", uid)).body == b"0123456789"
+
+
+async def test_a_chunked_creation_past_the_length_answers_with_its_location(tus, jp_root_dir):
+    headers = {
+        "Upload-Length": "4",
+        "Upload-Metadata": "filename " + "Yy5iaW4=",  # c.bin
+        "Content-Type": "application/offset+octet-stream",
+    }
+    r = await send_chunked(tus, "POST", None, headers, [b"abcdefgh"])
+    assert r.code == 413, r.body
+    uid = r.headers["Location"].rsplit("/", 1)[-1]
+    head = await tus.head(uid)
+    assert head.code == 200 and head.headers["Upload-Offset"] == "4"
+    assert (jp_root_dir / "c.bin").read_bytes() == b"abcd"
+
+
+async def test_a_creation_refused_after_it_exists_still_says_where_it_is(tus):
+    # The upload is created, then its body is refused (wrong Content-Type): the client
+    # must still learn its URL, or the upload is an orphan it cannot resume.
+    headers = {"Upload-Length": "3", "Content-Type": "text/plain"}
+    r = await tus.request("POST", headers=headers, body=b"abc")
+    assert r.code == 415
+    uid = r.headers["Location"].rsplit("/", 1)[-1]
+    assert (await tus.head(uid)).code == 200
+
+
+# ----------------------------------------------------------- after landing
+
+
+@pytest.mark.parametrize("change", ["delete", "rename", "edit", "edit-same-size", "replace"])
+async def test_a_landed_file_that_changed_answers_gone(tus, jp_root_dir, change):
+    data = b"the original bytes"
+    uid = await tus.create_id(len(data), {"filename": "landed.txt"})
+    assert (await tus.patch(uid, 0, data)).code == 204
+    path = jp_root_dir / "landed.txt"
+    assert (await tus.head(uid)).code == 200
+    if change == "delete":
+        path.unlink()
+    elif change == "rename":
+        path.rename(jp_root_dir / "renamed.txt")
+    elif change == "edit":
+        path.write_bytes(data + b" and more")
+    elif change == "edit-same-size":
+        with open(path, "r+b") as f:
+            f.write(b"THE")
+        os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's grain
+    else:
+        path.unlink()
+        path.write_bytes(data)  # same name, same bytes, another file
+    head = await tus.head(uid)
+    assert head.code == 410 and PATH_HEADER not in head.headers
+    get = await tus.request("GET", uid)
+    assert get.code == 410 and b"upload it again" in get.body
+    # a client that reuses its stored URL starts a fresh upload, and the file comes back
+    if change in ("delete", "rename"):
+        again = await tus.create_id(len(data), {"filename": "landed.txt"})
+        assert (await tus.patch(again, 0, data)).code == 204
+        assert path.read_bytes() == data
+
+
+async def test_an_untouched_landed_file_is_served_whole(tus, jp_root_dir):
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    uid = await tus.create_id(len(data), {"filename": "big.bin"})
+    assert (await tus.patch(uid, 0, data)).code == 204
+    r = await tus.request("GET", uid)
+    assert r.code == 200 and r.body == data
+    assert r.headers["Content-Length"] == str(len(data))
+
+
+# ----------------------------------------------------------- ownership
+
+
+def _contents_api_file(jp_root_dir, folder: str, name: str) -> os.stat_result:
+    """How jupyter-server's own contents manager writes a new file there (in place)."""
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+
+    manager = LargeFileManager(root_dir=str(jp_root_dir))
+    manager.save({"type": "file", "format": "text", "content": "x"}, f"{folder}/{name}")
+    return os.stat(jp_root_dir / folder / name)
+
+
+@pytest.fixture
+def shared_folder(jp_root_dir):
+    """A setgid folder owned by another group, as hubs use for shared data."""
+    folder = jp_root_dir / "shared"
+    folder.mkdir()
+    os.chown(folder, -1, 4242)
+    folder.chmod(0o2775)
+    return folder
+
+
+async def test_a_landed_file_gets_the_group_and_mode_the_contents_manager_gives(
+    tus, jp_root_dir, shared_folder, staging
+):
+    stock = _contents_api_file(jp_root_dir, "shared", "stock.txt")
+    assert stock.st_gid == 4242
+    uid = await tus.create_id(3, {"filename": "tus.txt", "path": "shared"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    landed = os.stat(shared_folder / "tus.txt")
+    assert os.stat(staging).st_gid != 4242  # it came from a folder of another group
+    assert landed.st_gid == stock.st_gid
+    assert stat.S_IMODE(landed.st_mode) == stat.S_IMODE(stock.st_mode)
+
+
+async def test_an_overwritten_file_keeps_its_mode_and_group(tus, shared_folder):
+    existing = shared_folder / "kept.txt"
+    existing.write_text("old")
+    os.chown(existing, -1, 777)
+    existing.chmod(0o640)
+    uid = await tus.create_id(3, {"filename": "kept.txt", "path": "shared", "overwrite": "1"})
+    assert (await tus.patch(uid, 0, b"new")).code == 204
+    landed = os.stat(existing)
+    assert existing.read_bytes() == b"new"
+    assert (stat.S_IMODE(landed.st_mode), landed.st_gid) == (0o640, 777)
