@@ -308,3 +308,47 @@ def test_file_store_has_every_capability(store):
         protocols.ExpiringDataStore,
     ):
         assert isinstance(store, capability), capability.__name__
+
+
+def test_across_filesystems_the_landed_file_gets_the_folders_group_and_the_umask(
+    far_store, tmp_path
+):
+    from jupyter_tus.workspace import Workspace, process_umask
+
+    far_store.workspace = Workspace(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 4242)
+    shared.chmod(0o2775)
+    uid = far_store.new_upload(FileInfo(size=2, path=str(shared / "new.bin")))
+    far_store.write_chunk(uid, 0, io.BytesIO(b"ok"))
+    landed = os.stat(shared / "new.bin")
+    assert landed.st_gid == 4242
+    assert landed.st_mode & 0o7777 == 0o666 & ~process_umask()
+    old = shared / "old.bin"
+    old.write_bytes(b"old")
+    os.chown(old, -1, 777)
+    old.chmod(0o600)
+    uid = far_store.new_upload(FileInfo(size=3, path=str(old), overwrite=True))
+    far_store.write_chunk(uid, 0, io.BytesIO(b"new"))
+    assert old.read_bytes() == b"new"
+    assert (os.stat(old).st_gid, os.stat(old).st_mode & 0o7777) == (777, 0o600)
+
+
+def test_across_filesystems_a_folder_swapped_out_of_root_is_refused(far_store, tmp_path):
+    from jupyter_tus.store import LandingRefused
+    from jupyter_tus.workspace import Workspace
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "dest").mkdir(parents=True)
+    outside.mkdir()
+    far_store.workspace = Workspace(root)
+    uid = far_store.new_upload(FileInfo(size=4, path=str(root / "dest" / "x.bin")))
+    far_store.write_chunk(uid, 0, io.BytesIO(b"ab"))
+    (root / "dest").rmdir()
+    (root / "dest").symlink_to(outside)
+    with pytest.raises(LandingRefused, match="outside the server's root"):
+        far_store.write_chunk(uid, 2, io.BytesIO(b"cd"))
+    assert list(outside.iterdir()) == []  # not even the temp copy
+    with far_store.get_reader(uid) as reader:
+        assert reader.read() == b"abcd"
