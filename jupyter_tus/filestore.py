@@ -365,7 +365,9 @@ class FileStore:
                 raise InsufficientStorage("no space left to create the upload") from exc
             raise
         if info.size == 0 and not info.is_final:
-            with self.lock(info.id):
+            # Complete at once. A landing that fails is recorded in the info (retried,
+            # or refused for good), and the upload exists: the caller reads its state.
+            with self.lock(info.id), contextlib.suppress(LandingFailed, LandingRefused):
                 self._complete(info)
         return info.id
 

@@ -552,6 +552,14 @@ class UploadsHandler(TusHandler):
         elif self._writer is not None:
             info = await self.commit()
         elif info.is_complete:  # an empty file is complete at creation
+            if info.path and self.manager.landed_relative(info) is None:
+                if info.landing_error:
+                    self.manager.refused(info)
+                    raise LandingRefused(info.landing_error)
+                raise LandingFailed(
+                    "the empty file could not be created at its destination yet;"
+                    " the server retries"
+                )
             self.manager.completed(info)
         if info.expires is not None and not info.is_complete:
             self.set_header("Upload-Expires", protocol.format_http_date(info.expires))

@@ -205,9 +205,7 @@ async def send_chunked(tus, method: str, uid: str | None, headers: dict, pieces:
     )
 
 
-async def test_a_chunked_body_past_the_length_completes_and_lands_in_that_request(
-    tus, jp_root_dir
-):
+async def test_a_chunked_body_past_the_length_completes_and_lands_in_that_request(tus, jp_root_dir):
     uid = await tus.create_id(10, {"filename": "exact.bin"})
     headers = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     r = await send_chunked(tus, "PATCH", uid, headers, [b"01234", b"56789ABCDE"])
@@ -332,3 +330,28 @@ async def test_an_overwritten_file_keeps_its_mode_and_group(tus, shared_folder):
     landed = os.stat(existing)
     assert existing.read_bytes() == b"new"
     assert (stat.S_IMODE(landed.st_mode), landed.st_gid) == (0o640, 777)
+
+
+async def test_an_empty_file_that_cannot_land_yet_is_answered_with_its_location(
+    tus, jp_root_dir, monkeypatch
+):
+    from jupyter_tus import destinations
+
+    (jp_root_dir / "dest").mkdir()
+    r = await tus.create(0, {"filename": "empty.txt"})  # a control: lands at once
+    assert r.code == 201 and r.headers[PATH_HEADER] == "empty.txt"
+    # The folder turns read-only between the creation's check and its landing: the
+    # check is taken as it was before the mount (fault injection).
+    checked = destinations.resolve(jp_root_dir, {"filename": "empty.txt", "path": "dest"})
+    monkeypatch.setattr(destinations, "resolve", lambda *a, **k: checked)
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(jp_root_dir / "dest")]
+    subprocess.run(mount, check=True)
+    try:
+        r = await tus.create(0, {"filename": "empty.txt", "path": "dest"})
+        assert r.code == 503 and b"retries" in r.body, r.body
+        uid = r.headers["Location"].rsplit("/", 1)[-1]
+    finally:
+        subprocess.run(["umount", str(jp_root_dir / "dest")], check=True)
+    head = await tus.head(uid)  # the next request on it lands it
+    assert head.code == 200 and head.headers[PATH_HEADER] == "dest/empty.txt"
+    assert (jp_root_dir / "dest" / "empty.txt").read_bytes() == b""
