@@ -355,3 +355,33 @@ async def test_an_empty_file_that_cannot_land_yet_is_answered_with_its_location(
     head = await tus.head(uid)  # the next request on it lands it
     assert head.code == 200 and head.headers[PATH_HEADER] == "dest/empty.txt"
     assert (jp_root_dir / "dest" / "empty.txt").read_bytes() == b""
+
+
+async def test_a_refused_landing_and_a_quarantine_are_reported_as_events(
+    tus, tus_app, jp_root_dir, outside, events
+):
+    from .conftest import wait_events
+
+    data = b"abcd"
+    (jp_root_dir / "dest").mkdir()
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    (jp_root_dir / "dest").rmdir()
+    (jp_root_dir / "dest").symlink_to(outside)
+    assert (await finish(tus, uid, data)).code == 403
+    await wait_events(events, 1)
+    assert events[0]["action"] == "refused" and events[0]["id"] == uid
+    assert "outside the server's root" in events[0]["reason"] and "path" not in events[0]
+    # an upload recovery cannot repair: a folder where its bytes should be
+    store = tus_app.manager.store
+    bad = await tus.create_id(5, {"filename": "bad.bin"})
+    (store.directory / bad).unlink()
+    (store.directory / bad).mkdir()
+    info = store.get_info(bad)
+    info.unverified_from = 0
+    store._save_info(info)
+    tus_app.manager.recover()
+    await wait_events(events, 2)
+    assert events[1]["action"] == "quarantined" and events[1]["id"] == bad
+    assert "IsADirectoryError" in events[1]["reason"]
+    assert (await tus.head(bad)).code == 503
+    assert (await tus.head(uid)).code == 403  # the others answer as before
