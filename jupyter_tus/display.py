@@ -31,14 +31,11 @@ def human_size(n: int | None) -> str:
 
 
 def state(info: FileInfo) -> str:
-    """One word for where an upload stands."""
-    if info.is_complete:
-        return "complete"
-    if info.is_partial:
-        return "partial"
-    if info.size is None and not info.is_final:
-        return "length deferred"
-    return "uploading" if info.offset else "created"
+    """One word for where an upload stands, the words of the server's list and the
+    front ends (``summary.state``)."""
+    from .summary import state as summary_state
+
+    return summary_state(info)
 
 
 def fraction(info: FileInfo) -> float:
@@ -76,7 +73,7 @@ def file_info_html(infos: Sequence[FileInfo]) -> str:
         frac = fraction(info)
         progress = (
             f'<span class="jtus-bar"><span style="width:{frac * 100:.1f}%"></span></span> '
-            f"{frac * 100:.0f} %"
+            f"{frac * 100:.0f}%"
         )
         created = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S")
         cells = [

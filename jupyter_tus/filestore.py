@@ -330,6 +330,11 @@ class FileStore:
             info.expires = self._last_activity(info) + self.expiration
         return info
 
+    def last_activity(self, info: FileInfo) -> float:
+        """When a byte last arrived or the record last changed (seconds since the
+        epoch): what expiry counts from."""
+        return self._last_activity(info)
+
     def _last_activity(self, info: FileInfo) -> float:
         times = [info.created]
         for path in (self._data_path(info.id), self._info_path(info.id)):

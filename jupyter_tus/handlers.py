@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import json
 import mimetypes
 import re
 import time
@@ -568,6 +569,21 @@ class UploadsHandler(TusHandler):
         self.set_landed_path(info)
         self.set_status(201)
         self.finish()
+
+    @tus_errors
+    async def get(self) -> None:
+        """Not part of tus: this server's uploads as JSON, ``{"uploads": [...]}``, each
+        as ``summary.summary`` describes it plus its ``url`` (path-only). Unfinished ones
+        and those finished in the last ``finished_within`` seconds (default a day)."""
+        self.raise_refusal()
+        within = self.get_query_argument("finished_within", "86400")
+        seconds = protocol.parse_non_negative("finished_within", within)
+        uploads = await self._run(self.manager.listing, float(seconds))
+        for upload in uploads:
+            upload["url"] = self.upload_url(upload["id"])
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"uploads": uploads}))
 
 
 class UploadHandler(TusHandler):

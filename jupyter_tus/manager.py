@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import destinations
+from . import destinations, summary
 from .filestore import FileStore, UploadLock
 from .store import (
     FileInfo,
@@ -148,6 +148,19 @@ class UploadManager:
             )
         self.store.check_landed(info)
         return info
+
+    def listing(self, finished_within: float = 24 * 3600.0) -> list[dict]:
+        """The uploads a person would want to see, newest first: every unfinished one,
+        and those finished in the last ``finished_within`` seconds (partial uploads, the
+        pieces of a parallel upload, are left out). Each as ``summary.summary`` describes
+        it. Stats every upload: run it off the event loop."""
+        since = time.time() - finished_within
+        return [
+            summary.summary(info, self.store, self.root_dir)
+            for info in self.store.list_uploads()
+            if not info.is_partial
+            and (not info.is_complete or self.store.last_activity(info) >= since)
+        ]
 
     # ------------------------------------------------------------------ locking
 

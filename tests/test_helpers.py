@@ -205,8 +205,8 @@ def test_html_rendering(in_server):
     page = infos._repr_html_()
     assert page == file_info_html(infos)
     assert page.count("<tr>") == len(infos) + 1
-    assert "half.csv" in page and "uploading" in page and "30 %" in page
-    assert "<td>complete</td>" in page
+    assert "half.csv" in page and "uploading" in page and "30%" in page
+    assert "<td>done</td>" in page
     one = jupyter_tus.get_info(in_server.ids["notes.txt"])._repr_html_()
     assert "notes.txt" in one and "notes.txt" in json.dumps(one)
     assert "&lt;" in file_info_html([jupyter_tus.FileInfo(id="x", metadata={"filename": "<b>"})])

@@ -90,7 +90,7 @@ def test_uploads_magic_renders_a_table(kernel, server):
     page = out["data"]["text/html"]
     assert "<table" in page and page.count("<tr>") == 3
     assert "cities.csv" in page and "big.bin" in page
-    assert "complete" in page and "25 %" in page
+    assert "done" in page and "25%" in page
     assert page.index("big.bin") < page.index("cities.csv")  # newest first
 
 
