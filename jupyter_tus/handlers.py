@@ -558,8 +558,7 @@ class UploadsHandler(TusHandler):
                     self.manager.refused(info)
                     raise LandingRefused(info.landing_error)
                 raise LandingFailed(
-                    "the empty file could not be created at its destination yet;"
-                    " the server retries"
+                    "the empty file could not be created at its destination yet; the server retries"
                 )
             self.manager.completed(info)
         if info.expires is not None and not info.is_complete:
