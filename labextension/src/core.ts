@@ -13,7 +13,8 @@ export interface IUploadSettings {
   parallelUploads: number;
   /** Files smaller than this (bytes) keep JupyterLab's stock upload. */
   sizeThreshold: number;
-  /** Milliseconds to wait before each retry of a failed request. */
+  /** Milliseconds to wait before the first retries of a failed request; after the last,
+   * the wait doubles up to MAX_RETRY_DELAY, and retries go on until the user cancels. */
   retryDelays: number[];
   /** Smallest chunk size the 413 fallback may go down to. */
   minChunkSize: number;
@@ -23,7 +24,7 @@ export const DEFAULT_SETTINGS: IUploadSettings = {
   chunkSize: 8 * MiB,
   parallelUploads: 1,
   sizeThreshold: 0,
-  retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+  retryDelays: [0, 1000, 2000, 4000, 8000, 16000],
   minChunkSize: 64 * 1024
 };
 
@@ -167,11 +168,16 @@ export type FailureKind =
   | 'clash' // 409 at creation: the name is taken
   | 'too-large-chunk' // 413 on PATCH: a proxy limits request bodies
   | 'too-large-file' // 413 at creation: over the server's Tus-Max-Size
-  | 'gone' // 404/410: the upload was terminated or expired
-  | 'forbidden' // 401/403/400 at creation: auth or destination refused
-  | 'server-gone' // response without Tus-Resumable: the Jupyter server is not there
-  | 'retry' // transient: network, 5xx, 409 offset mismatch, 423 locked
-  | 'fatal';
+  | 'gone' // 404/410 from the tus server: the upload was terminated or expired
+  | 'unauthorized' // 401: the login expired
+  | 'forbidden' // 403: no permission for this destination
+  | 'refused' // 400/412/415 and other 4xx: the request itself was refused
+  | 'network' // no answer at all: the connection is lost
+  | 'server-gone' // an answer without Tus-Resumable (JupyterHub, a proxy): the server is away
+  | 'server-error' // 5xx: the server (or a proxy in front of it) failed
+  | 'busy' // 409 offset mismatch, 423 locked, 429 too many requests
+  | 'stalled' // no byte moved and no answer came for a long time
+  | 'unreadable'; // the file cannot be read any more (moved, changed, deleted)
 
 export function classifyFailure(
   method: string | undefined,
@@ -181,7 +187,7 @@ export function classifyFailure(
   const m = (method || '').toUpperCase();
   const st = status || 0;
   if (st === 0) {
-    return 'retry';
+    return 'network';
   }
   if (st === 413) {
     return m === 'POST' ? 'too-large-file' : 'too-large-chunk';
@@ -194,29 +200,81 @@ export function classifyFailure(
     // user's server is stopped, a proxy): the upload may well still be there.
     return hasTusHeader ? 'gone' : 'server-gone';
   }
-  if (st === 409 || st === 423 || st === 429 || st >= 500) {
-    return 'retry';
+  if (st === 502 || st === 503 || st === 504) {
+    return hasTusHeader ? 'server-error' : 'server-gone';
   }
-  if (st === 401 || st === 403 || st === 400 || st === 415 || st === 412) {
+  if (st >= 500) {
+    return 'server-error';
+  }
+  if (st === 409 || st === 423 || st === 429) {
+    return 'busy';
+  }
+  if (st === 408) {
+    return 'network'; // a proxy cut a request that took too long
+  }
+  if (st === 401) {
+    return 'unauthorized';
+  }
+  if (st === 403) {
     return 'forbidden';
   }
-  return 'fatal';
+  if (st >= 400) {
+    return 'refused';
+  }
+  // 1xx/3xx where a tus answer was expected: something in between answered.
+  return hasTusHeader ? 'refused' : 'server-gone';
 }
 
-/** Whether tus-js-client should retry by itself (with its retry delays). */
+/**
+ * The one retry rule: whatever time may fix is retried for as long as the user does not
+ * cancel; only a refusal that retrying cannot change ends an upload.
+ */
 export function shouldRetry(kind: FailureKind): boolean {
-  return kind === 'retry' || kind === 'server-gone';
+  return (
+    kind === 'network' ||
+    kind === 'server-gone' ||
+    kind === 'server-error' ||
+    kind === 'busy' ||
+    kind === 'stalled'
+  );
 }
 
-/** Next chunk size after a 413, or null when it cannot go smaller. */
-export function halveChunk(current: number, min: number): number | null {
-  if (!Number.isFinite(current)) {
+/** The longest wait between two tries. */
+export const MAX_RETRY_DELAY = 30_000;
+
+/**
+ * Milliseconds to wait before retry number `attempt` (0 for the first): the configured
+ * delays first, then doubling from the last of them, never more than `cap`. The attempt
+ * count starts again at 0 after every chunk that lands.
+ */
+export function retryDelay(
+  attempt: number,
+  delays: readonly number[] = DEFAULT_SETTINGS.retryDelays,
+  cap: number = MAX_RETRY_DELAY
+): number {
+  const n = Math.max(0, Math.floor(attempt));
+  if (n < delays.length) {
+    return Math.min(cap, delays[n]);
+  }
+  const last = delays.length ? delays[delays.length - 1] : 0;
+  const base = Math.max(1000, last);
+  return Math.min(cap, base * 2 ** (n - delays.length + 1));
+}
+
+/** Next chunk size after a 413 on a body of `body` bytes, or null when it cannot go smaller. */
+export function halveChunk(body: number, min: number): number | null {
+  if (!Number.isFinite(body)) {
     return 4 * MiB;
   }
-  if (current <= min) {
+  if (body <= min) {
     return null;
   }
-  return Math.max(min, Math.floor(current / 2));
+  return Math.max(min, Math.floor(body / 2));
+}
+
+/** Bytes a PATCH at `offset` carries: a chunk, or what is left of the file. */
+export function bodySize(chunkSize: number, offset: number, size: number): number {
+  return Math.max(0, Math.min(chunkSize, size - offset));
 }
 
 /**
@@ -264,6 +322,7 @@ export class RateMeter {
   private _window: number;
 }
 
+/** Sizes in binary units, everywhere the same way: "512 B", "1.5 KiB", "12 MiB". */
 export function formatBytes(n: number): string {
   if (!Number.isFinite(n) || n < 0) {
     return '–';
@@ -275,7 +334,21 @@ export function formatBytes(n: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  if (i === 0) {
+    return `${v} B`;
+  }
+  // One decimal below 10, none above; a value that rounds up to 1024 moves up a unit.
+  const text = v.toFixed(v < 9.95 ? 1 : 0);
+  if (text === '1024' && i < units.length - 1) {
+    return `1.0 ${units[i + 1]}`;
+  }
+  return `${text} ${units[i]}`;
+}
+
+/** "29%": rounded down, so 100% means done. */
+export function formatPercent(fraction: number): string {
+  const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+  return `${Math.floor(f * 100 + 1e-9)}%`;
 }
 
 export function formatRate(bytesPerSecond: number): string {
@@ -297,6 +370,11 @@ export function formatDuration(seconds: number | null): string {
   return `${Math.floor(m / 60)}h ${m % 60}m`;
 }
 
+/** A folder as the rows name it: "data/raw/", the top folder "/". */
+export function displayFolder(folder: string): string {
+  return folder ? `${folder}/` : '/';
+}
+
 /** The server's answer about a finished upload names where its file landed (not tus). */
 export const LANDED_PATH_HEADER = 'Jupyter-Tus-Path';
 
@@ -315,7 +393,168 @@ export function parseLandedPath(header: string | null | undefined): string | nul
 /** What a finished row says of its destination: the landed path, and why it differs. */
 export function describeLanding(intended: string, landed: string | null): string {
   if (landed === null || landed === intended) {
-    return `/${intended}`;
+    return intended;
   }
-  return `/${landed} (the name was taken)`;
+  return `${landed} (the name was taken)`;
+}
+
+/** The server's own explanation in a JSON error body, if it sent one (never HTML). */
+export function serverMessage(body: string | null | undefined): string {
+  if (!body) {
+    return '';
+  }
+  try {
+    const parsed = JSON.parse(body);
+    const text = parsed && (parsed.message || parsed.reason);
+    return typeof text === 'string' ? text.trim().slice(0, 300) : '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Why an upload ended, in plain words: the message catalogue of every front end. Raw
+ * client errors ("tus: failed to upload chunk at offset …") never reach the user; the
+ * server's own JSON message is added where it explains the refusal.
+ */
+export function failureMessage(
+  kind: FailureKind,
+  info: { status?: number; detail?: string; folder?: string } = {}
+): string {
+  const detail = info.detail ? `: ${info.detail}` : '';
+  const where = info.folder === undefined ? 'here' : `to ${displayFolder(info.folder)}`;
+  switch (kind) {
+    case 'clash':
+      return `the name is taken in ${displayFolder(info.folder ?? '')}`;
+    case 'too-large-file':
+      return `the file is larger than the server accepts${detail}`;
+    case 'too-large-chunk':
+      return 'a proxy refuses even the smallest chunks (413); its body size limit must be raised';
+    case 'gone':
+      return 'the server no longer has this upload (cancelled elsewhere or expired); Resume starts it again';
+    case 'unauthorized':
+      return 'not logged in any more: reload the page, log in, then Resume';
+    case 'forbidden':
+      return `no permission to upload ${where}${detail}`;
+    case 'refused':
+      return `the server refused the upload${detail || (info.status ? ` (${info.status})` : '')}`;
+    case 'unreadable':
+      return 'the file cannot be read any more (moved, changed or deleted?); pick it again';
+    default:
+      return retryReason(kind, info.status);
+  }
+}
+
+/** Why an upload is waiting to retry, in a few words. */
+export function retryReason(kind: FailureKind, status?: number): string {
+  switch (kind) {
+    case 'server-gone':
+      return 'server not reachable';
+    case 'server-error':
+      return `server error${status ? ` (${status})` : ''}`;
+    case 'busy':
+      return 'the server is busy';
+    case 'stalled':
+      return 'no answer from the server';
+    default:
+      return 'connection lost';
+  }
+}
+
+/** Every state an upload goes through; `interrupted` is one found again after a reload. */
+export type UploadState =
+  'queued' | 'uploading' | 'retrying' | 'paused' | 'failed' | 'done' | 'cancelled' | 'interrupted';
+
+/** What a status line is made of (an UploadItem is one). */
+export interface IStatusSource {
+  readonly state: UploadState;
+  readonly sent: number;
+  readonly size: number;
+  readonly folder: string;
+  readonly path: string;
+  /** Bytes per second lately (0: unknown). */
+  readonly rate: number;
+  readonly error: string;
+  readonly note: string;
+  readonly chunkNote: string;
+  readonly retryReason: string;
+  /** When the next try starts (ms, like Date.now()), or null when it is under way. */
+  readonly retryAt: number | null;
+  readonly offline: boolean;
+  readonly landedPath: string | null;
+  readonly hasHandle: boolean;
+  readonly question: string;
+}
+
+/** The fraction of the file the server holds (1 when done). */
+export function fractionOf(s: { state: UploadState; sent: number; size: number }): number {
+  if (s.size > 0) {
+    return Math.min(1, s.sent / s.size);
+  }
+  return s.state === 'done' ? 1 : 0;
+}
+
+/**
+ * The one status line of a row, in the same words in the file browser's panel and the
+ * notebook widget:
+ *   29% · 12 MiB of 40 MiB · 15 MiB/s · 2s left
+ *   connection lost, retrying in 12s · 29% · 12 MiB of 40 MiB
+ *   done · 40 MiB → data/x.csv
+ */
+export function statusLine(s: IStatusSource, now: number): string {
+  const pct = formatPercent(fractionOf(s));
+  const amount = `${formatBytes(s.sent)} of ${formatBytes(s.size)}`;
+  const parts: string[] = [];
+  switch (s.state) {
+    case 'queued':
+      parts.push(s.question || 'waiting to start');
+      break;
+    case 'uploading': {
+      parts.push(pct, amount);
+      if (s.rate > 0) {
+        parts.push(formatRate(s.rate), `${formatDuration((s.size - s.sent) / s.rate)} left`);
+      }
+      break;
+    }
+    case 'retrying': {
+      let wait: string;
+      if (s.offline) {
+        wait = 'offline, waiting for the network';
+      } else if (s.retryAt === null) {
+        wait = `${s.retryReason}, retrying now`;
+      } else {
+        const secs = Math.max(0, Math.ceil((s.retryAt - now) / 1000));
+        wait = `${s.retryReason}, retrying in ${secs}s`;
+      }
+      parts.push(wait, pct, amount);
+      break;
+    }
+    case 'paused':
+      parts.push('paused', pct, amount);
+      break;
+    case 'failed':
+      parts.push('failed', pct, s.error || 'unknown error');
+      break;
+    case 'done':
+      parts.push(`done · ${formatBytes(s.size)} → ${describeLanding(s.path, s.landedPath)}`);
+      break;
+    case 'cancelled':
+      parts.push('cancelled');
+      break;
+    case 'interrupted':
+      parts.push(`interrupted at ${pct}`, `${amount} → ${displayFolder(s.folder)}`);
+      parts.push(s.hasHandle ? 'click Resume' : 'Resume and pick the file again');
+      if (s.error) {
+        parts.push(s.error);
+      }
+      break;
+  }
+  if (s.state !== 'done' && s.state !== 'cancelled') {
+    for (const note of [s.note, s.chunkNote]) {
+      if (note) {
+        parts.push(note);
+      }
+    }
+  }
+  return parts.join(' · ');
 }

@@ -94,3 +94,55 @@ export async function fileFromHandle(handle: IFileHandle): Promise<File> {
   }
   return handle.getFile();
 }
+
+/** File System Access handles waiting for the upload of their file. */
+export class HandleRegistry {
+  fromDrop(ev: DragEvent): void {
+    const items = ev.dataTransfer?.items;
+    if (!items) {
+      return;
+    }
+    for (const item of Array.from(items)) {
+      const get = (item as any).getAsFileSystemHandle;
+      if (item.kind === 'file' && typeof get === 'function') {
+        // Must be called during the event; resolves later.
+        const p: Promise<IFileHandle | null> = get.call(item).catch(() => null);
+        this._pending.push(p);
+      }
+    }
+    window.setTimeout(() => (this._pending = []), 60_000);
+  }
+
+  add(file: File, handle: IFileHandle): void {
+    this._known.set(file, handle);
+  }
+
+  /** The handle of `file`, if it was dropped or picked with one. */
+  async take(file: File): Promise<IFileHandle | undefined> {
+    const known = this._known.get(file);
+    if (known) {
+      this._known.delete(file);
+      return known;
+    }
+    if (!this._pending.length) {
+      return undefined;
+    }
+    const found = await Promise.all(this._pending);
+    for (const h of found) {
+      if (h && h.kind === 'file' && h.name === file.name) {
+        try {
+          const f = await h.getFile();
+          if (f.size === file.size && f.lastModified === file.lastModified) {
+            return h;
+          }
+        } catch {
+          // unreadable: ignore
+        }
+      }
+    }
+    return undefined;
+  }
+
+  private _known = new WeakMap<File, IFileHandle>();
+  private _pending: Promise<IFileHandle | null>[] = [];
+}

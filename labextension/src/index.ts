@@ -22,9 +22,9 @@ import {
   normalizeFolder,
   normalizeSettings
 } from './core';
-import { IFileHandle, handlesSupported } from './handles';
+import { HandleRegistry, IFileHandle, handlesSupported } from './handles';
 import { UploadPanel } from './panel';
-import { TusUploader, UploadItem } from './uploader';
+import { TusUploader, UploadItem, probeEndpoint } from './uploader';
 
 const PLUGIN_ID = 'jupyter-tus:plugin';
 
@@ -76,7 +76,7 @@ async function setUp(
   }
 
   // Without the server extension, leave the stock upload alone.
-  const missing = await checkServer(endpoint, serverSettings);
+  const missing = await checkServer(endpoint, headers());
   if (missing) {
     console.warn(
       `jupyter-tus: keeping JupyterLab's stock upload: ${missing}. ` +
@@ -182,26 +182,18 @@ async function setUp(
 }
 
 /** Why the tus endpoint cannot be used, or '' when it answers like a tus server. */
-async function checkServer(
-  endpoint: string,
-  serverSettings: ServerConnection.ISettings
-): Promise<string> {
-  try {
-    const res = await ServerConnection.makeRequest(
-      endpoint,
-      { method: 'OPTIONS', headers: { 'Tus-Resumable': '1.0.0' } },
-      serverSettings
-    );
-    if (!res.ok) {
-      return `OPTIONS ${endpoint} answered ${res.status}`;
-    }
-    if (!res.headers.get('Tus-Version')) {
-      return `${endpoint} is not a tus endpoint (no Tus-Version header)`;
-    }
+async function checkServer(endpoint: string, headers: Record<string, string>): Promise<string> {
+  const check = await probeEndpoint(endpoint, headers);
+  if (check.ok) {
     return '';
-  } catch (err) {
-    return `OPTIONS ${endpoint} failed (${err})`;
   }
+  if (check.reason === 'unreachable') {
+    return `OPTIONS ${endpoint} failed (${check.error})`;
+  }
+  if (check.reason === 'not-tus' && check.status >= 200 && check.status < 300) {
+    return `${endpoint} is not a tus endpoint (no Tus-Version header)`;
+  }
+  return `OPTIONS ${endpoint} answered ${check.status}`;
 }
 
 function patchModel(
@@ -218,7 +210,7 @@ function patchModel(
     }
     const folder = normalizeFolder(path ?? model.path);
     const handle = await handles.take(file);
-    const landed = await uploader.upload(file, folder, handle);
+    const landed = await uploader.upload(file, folder, { handle });
     if (!landed) {
       return undefined as unknown as Contents.IModel;
     }
@@ -283,58 +275,6 @@ function pickFiles(multiple: boolean, title = ''): Promise<File[]> {
     document.body.appendChild(input);
     input.click();
   });
-}
-
-/** File System Access handles waiting for the upload of their file. */
-class HandleRegistry {
-  fromDrop(ev: DragEvent): void {
-    const items = ev.dataTransfer?.items;
-    if (!items) {
-      return;
-    }
-    for (const item of Array.from(items)) {
-      const get = (item as any).getAsFileSystemHandle;
-      if (item.kind === 'file' && typeof get === 'function') {
-        // Must be called during the event; resolves later.
-        const p: Promise<IFileHandle | null> = get.call(item).catch(() => null);
-        this._pending.push(p);
-      }
-    }
-    window.setTimeout(() => (this._pending = []), 60_000);
-  }
-
-  add(file: File, handle: IFileHandle): void {
-    this._known.set(file, handle);
-  }
-
-  /** The handle of `file`, if it was dropped or picked with one. */
-  async take(file: File): Promise<IFileHandle | undefined> {
-    const known = this._known.get(file);
-    if (known) {
-      this._known.delete(file);
-      return known;
-    }
-    if (!this._pending.length) {
-      return undefined;
-    }
-    const found = await Promise.all(this._pending);
-    for (const h of found) {
-      if (h && h.kind === 'file' && h.name === file.name) {
-        try {
-          const f = await h.getFile();
-          if (f.size === file.size && f.lastModified === file.lastModified) {
-            return h;
-          }
-        } catch {
-          // unreadable: ignore
-        }
-      }
-    }
-    return undefined;
-  }
-
-  private _known = new WeakMap<File, IFileHandle>();
-  private _pending: Promise<IFileHandle | null>[] = [];
 }
 
 export default plugin;

@@ -4,17 +4,8 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { describeLanding, formatBytes, formatDuration, formatRate } from './core';
+import { statusLine } from './core';
 import { TusUploader, UploadItem } from './uploader';
-
-const STATE_LABEL: Record<string, string> = {
-  uploading: 'uploading',
-  paused: 'paused',
-  done: 'done',
-  error: 'failed',
-  cancelled: 'cancelled',
-  interrupted: 'interrupted'
-};
 
 export class UploadPanel extends Widget {
   constructor(uploader: TusUploader, pickFile: (item: UploadItem) => Promise<File | null>) {
@@ -122,57 +113,21 @@ export class UploadPanel extends Widget {
     const pause = li.querySelector('.jp-TusUpload-pause') as HTMLButtonElement;
     const resume = li.querySelector('.jp-TusUpload-resume') as HTMLButtonElement;
     const cancel = li.querySelector('.jp-TusUpload-cancel') as HTMLButtonElement;
-    pause.hidden = item.state !== 'uploading';
-    resume.hidden = !['paused', 'error', 'interrupted'].includes(item.state);
+    pause.hidden = item.state !== 'uploading' && item.state !== 'retrying';
+    resume.hidden = !['paused', 'failed', 'interrupted'].includes(item.state);
     resume.title =
       item.state === 'interrupted'
         ? item.handle
           ? 'Resume (the browser kept access to the file)'
           : 'Pick the same file again to resume'
         : 'Resume';
-    cancel.textContent = item.state === 'done' || item.state === 'cancelled' ? '×' : 'Cancel';
-    cancel.title =
-      item.state === 'done' || item.state === 'cancelled'
-        ? 'Remove from the list'
-        : 'Cancel and delete the uploaded part';
+    const finished = item.state === 'done' || item.state === 'cancelled';
+    cancel.textContent = finished ? '×' : 'Cancel';
+    cancel.title = finished ? 'Remove from the list' : 'Cancel and delete the uploaded part';
 
-    const parts: string[] = [];
-    const pct = `${Math.floor(item.fraction * 100)}%`;
-    switch (item.state) {
-      case 'uploading': {
-        const rate = item.meter.rate;
-        parts.push(`${pct} · ${formatBytes(item.sent)} of ${formatBytes(item.size)}`);
-        parts.push(formatRate(rate));
-        parts.push(`${formatDuration(item.meter.eta(item.size - item.sent))} left`);
-        break;
-      }
-      case 'done':
-        parts.push(
-          `done · ${formatBytes(item.size)} → ${describeLanding(item.path, item.landedPath)}`
-        );
-        break;
-      case 'interrupted':
-        parts.push(
-          `interrupted at ${pct} (${formatBytes(item.sent)} of ${formatBytes(item.size)}) → /${item.folder}`
-        );
-        parts.push(item.handle ? 'click Resume' : 'Resume and pick the file again');
-        break;
-      default:
-        parts.push(
-          `${STATE_LABEL[item.state]} · ${pct} · ${formatBytes(item.sent)} of ${formatBytes(item.size)}`
-        );
-    }
-    for (const note of [item.note, item.chunkNote]) {
-      if (note && item.state !== 'done') {
-        parts.push(note);
-      }
-    }
     const status = li.querySelector('.jp-TusUpload-status') as HTMLElement;
-    status.textContent = parts.join(' · ');
-    status.title = item.error;
-    if (item.error) {
-      status.textContent += ` · ${item.error}`;
-    }
+    status.textContent = statusLine(item, Date.now());
+    status.title = item.error || (status.textContent ?? '');
   }
 
   private _uploader: TusUploader;

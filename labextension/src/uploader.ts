@@ -1,28 +1,79 @@
 /**
- * The tus upload queue behind the file browser: one `UploadItem` per file, driven by
- * tus-js-client, with pause/resume/cancel, overwrite prompts on a name clash, the 413
- * chunk-size fallback, and the list of unfinished uploads found again after a reload.
+ * TusUploader: the one upload model behind every front end (the file browser's Uploads
+ * panel and the notebook widget). One `UploadItem` per file, driven by tus-js-client, with
+ * one fingerprint (endpoint + destination folder + file), one retry rule, one message
+ * catalogue (src/core.ts), the 413 fallback behind proxies, kept file handles, and the
+ * unfinished uploads found again after a reload. No DOM: views listen to `changed`.
+ *
+ * States: queued → uploading ⇄ retrying → done; paused and failed wait for the user
+ * (Resume or Cancel); interrupted is an upload found in the browser's storage after a
+ * reload. Network errors never end an upload: they are retried with a capped exponential
+ * backoff (reset after every chunk that lands), and while the browser is offline the
+ * uploader waits for it to come back. Only a refusal that retrying cannot fix (name taken,
+ * no permission, too big, gone) ends one, in plain words.
  */
 import { ISignal, Signal } from '@lumino/signaling';
-import { DetailedError, Upload, defaultOptions } from 'tus-js-client';
+import {
+  DetailedError,
+  HttpRequest,
+  HttpResponse,
+  HttpStack,
+  PreviousUpload,
+  Upload,
+  UploadOptions,
+  UrlStorage,
+  defaultOptions
+} from 'tus-js-client';
 
 import {
+  FailureKind,
+  IStatusSource,
   IUploadSettings,
   LANDED_PATH_HEADER,
   RateMeter,
+  UploadState,
+  bodySize,
   buildMetadata,
   classifyFailure,
+  failureMessage,
   fingerprint,
   formatBytes,
+  fractionOf,
   halveChunk,
   joinPath,
   parseFingerprint,
   parseLandedPath,
+  retryDelay,
+  retryReason,
+  serverMessage,
   shouldRetry
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
 
-export type UploadState = 'uploading' | 'paused' | 'done' | 'error' | 'cancelled' | 'interrupted';
+export type { UploadState } from './core';
+
+/** Whether the browser is online, and a way to wait until it is. */
+export interface IConnectivity {
+  isOnline(): boolean;
+  /** Call `callback` once when the browser comes back online; returns a canceller. */
+  whenOnline(callback: () => void): () => void;
+}
+
+/** `navigator.onLine` and the window's `online` event. */
+export const browserConnectivity: IConnectivity = {
+  isOnline: () => typeof navigator === 'undefined' || navigator.onLine !== false,
+  whenOnline: callback => {
+    if (typeof window === 'undefined') {
+      return () => undefined;
+    }
+    const listener = () => callback();
+    window.addEventListener('online', listener, { once: true });
+    return () => window.removeEventListener('online', listener);
+  }
+};
+
+/** The file reader tus-js-client uses (its `fileReader` option). */
+export type TusFileReader = NonNullable<UploadOptions['fileReader']>;
 
 export interface IUploaderOptions {
   /** Absolute URL of the creation endpoint. */
@@ -30,17 +81,37 @@ export interface IUploaderOptions {
   /** Fresh authentication headers for every request. */
   headers: () => Record<string, string>;
   settings: () => IUploadSettings;
-  /** Ask whether to replace an existing file. */
-  confirmOverwrite: (name: string, folder: string) => Promise<boolean>;
-  /** Whether `folder/name` exists already in the workspace. */
-  exists: (path: string) => Promise<boolean>;
-  /** A file landed in `folder`. */
-  landed: (item: UploadItem) => void;
+  /** Ask whether to replace an existing file (the item is `queued` meanwhile). */
+  confirmOverwrite: (name: string, folder: string, item: UploadItem) => Promise<boolean>;
+  /** Whether `folder/name` exists already (checked before creating; optional: without
+   * it, the server's 409 at creation leads to the same question). */
+  exists?: (path: string) => Promise<boolean>;
+  /** A file landed. */
+  landed?: (item: UploadItem) => void;
+  /** tus-js-client's HTTP stack (tests script server answers through it). */
+  httpStack?: HttpStack;
+  /** Where unfinished uploads' URLs are kept (default: localStorage). */
+  urlStorage?: UrlStorage;
+  fileReader?: TusFileReader;
+  connectivity?: IConnectivity;
+  /** Milliseconds without any progress or answer after which a request counts as lost. */
+  stallTimeout?: number;
+}
+
+/** Headers that say an answer came from the tus server itself. */
+const TUS_RESUMABLE = 'Tus-Resumable';
+
+/** A HEAD answered by something other than the tus server, or refused: tus-js-client must
+ * not take it as "gone" (it would forget the upload and start a new one). */
+class UnusableAnswer extends Error {
+  constructor(readonly response: HttpResponse) {
+    super(`HEAD answered ${response.getStatus()}`);
+  }
 }
 
 let nextId = 1;
 
-export class UploadItem {
+export class UploadItem implements IStatusSource {
   constructor(name: string, folder: string, size: number, fp: string, state: UploadState) {
     this.name = name;
     this.folder = folder;
@@ -57,12 +128,25 @@ export class UploadItem {
   state: UploadState;
   /** Bytes the server holds (or has been sent, while a request is under way). */
   sent = 0;
-  /** Bytes the server held when this session started or resumed it. */
+  /** Bytes the server held when this session started or last resumed it. */
   resumedFrom = 0;
+  /** Why it failed (state `failed`), in plain words. */
   error = '';
   note = '';
   /** Set when a proxy's 413 made the chunks smaller. */
   chunkNote = '';
+  /** Why it waits to retry (state `retrying`). */
+  retryReason = '';
+  /** When the next try starts (Date.now() ms); null while a try is under way. */
+  retryAt: number | null = null;
+  /** Waiting for the browser to come back online. */
+  offline = false;
+  /** A question for the user (state `queued`), e.g. whether to overwrite. */
+  question = '';
+  /** Tries since the last chunk landed. */
+  attempt = 0;
+  /** The current try was started by the retry rule, not by the user. */
+  automatic = false;
   meter = new RateMeter();
   handle?: IFileHandle;
   file?: File;
@@ -76,19 +160,51 @@ export class UploadItem {
   resuming = false;
   /** Where the server says the file landed (it differs when the name was taken). */
   landedPath: string | null = null;
+  /** Timers of the retry wait, the countdown and the stall watchdog. */
+  timers: { retry?: any; tick?: any; stall?: any; online?: () => void } = {};
 
   get path(): string {
     return joinPath(this.folder, this.name);
   }
 
   get fraction(): number {
-    return this.size > 0 ? Math.min(1, this.sent / this.size) : this.state === 'done' ? 1 : 0;
+    return fractionOf(this);
   }
+
+  get rate(): number {
+    return this.state === 'uploading' ? this.meter.rate : 0;
+  }
+
+  get hasHandle(): boolean {
+    return !!this.handle;
+  }
+
+  /** The id of the upload on the server (the last part of its URL). */
+  get uploadId(): string | null {
+    const url = this.uploadUrl;
+    return url ? url.replace(/\/+$/, '').split('/').pop() || null : null;
+  }
+
+  /** Still going, or waiting for the user to resume it. */
+  get active(): boolean {
+    return ['queued', 'uploading', 'retrying', 'paused', 'failed'].includes(this.state);
+  }
+}
+
+export interface IUploadRequest {
+  /** The File System Access handle the file came with (kept for one-click resume). */
+  handle?: IFileHandle;
+  /** Replace an existing file of the same name without asking. */
+  overwrite?: boolean;
 }
 
 export class TusUploader {
   constructor(options: IUploaderOptions) {
     this._options = options;
+    this._connectivity = options.connectivity ?? browserConnectivity;
+    this._urlStorage = options.urlStorage ?? defaultOptions.urlStorage;
+    this._httpStack = options.httpStack ?? defaultOptions.httpStack;
+    this._stallTimeout = options.stallTimeout ?? 60_000;
   }
 
   get changed(): ISignal<this, UploadItem | null> {
@@ -103,75 +219,103 @@ export class TusUploader {
     return this._options.endpoint;
   }
 
+  /** The chunk size a proxy's 413 taught this uploader (null: none yet). */
+  get learnedChunkSize(): number | null {
+    return this._learnedChunk;
+  }
+
   /**
    * Upload `file` into `folder`; resolves true when it landed, false when the user
-   * declined or cancelled it. A failure stays in the panel (resume or cancel there), so
-   * the promise only settles once the user has decided.
+   * declined or cancelled it. A failure stays listed (resume or cancel it there), so the
+   * promise only settles once the user has decided.
    */
-  async upload(file: File, folder: string, handle?: IFileHandle): Promise<boolean> {
+  async upload(file: File, folder: string, request: IUploadRequest = {}): Promise<boolean> {
     const fp = fingerprint(file, this.endpoint, folder);
-    const item = new UploadItem(file.name, folder, file.size, fp, 'uploading');
-    item.file = file;
-    item.handle = handle;
-    // An interrupted entry for the same file becomes this upload.
-    for (const old of this._items.filter(i => i.fingerprint === fp && i !== item)) {
-      if (old.state === 'uploading' || old.state === 'paused') {
-        throw new Error(`"${file.name}" is already being uploaded to /${folder}`);
+    // An earlier entry for the same file becomes this upload.
+    for (const old of this._items.filter(i => i.fingerprint === fp)) {
+      if (['queued', 'uploading', 'retrying', 'paused'].includes(old.state)) {
+        throw new Error(
+          `"${file.name}" is already being uploaded to ${folder || 'the top folder'}`
+        );
       }
-      if (old.state === 'error' && old.upload) {
+      if (old.state === 'failed' && old.upload) {
         // Picked again after a failure: this upload takes over (same server upload).
         await old.upload.abort(false);
         old.settle?.(false);
       }
       this._remove(old);
     }
-    // Resolves when the file lands (true) or the user gives up on it (false); an error
-    // stays in the panel, where the user can resume or cancel it.
+    const item = new UploadItem(file.name, folder, file.size, fp, 'queued');
+    item.file = file;
+    item.handle = request.handle;
+    // Resolves when the file lands (true) or the user gives up on it (false).
     const done = new Promise<boolean>(resolve => {
       item.settle = resolve;
     });
     this._items.unshift(item);
     this._changed.emit(item);
 
-    const upload = this._makeUpload(item, false);
+    const upload = this._makeUpload(item, !!request.overwrite);
     item.upload = upload;
-    let previous: Awaited<ReturnType<Upload['findPreviousUploads']>> = [];
+    let previous: PreviousUpload[] = [];
     try {
       previous = await upload.findPreviousUploads();
     } catch {
       previous = [];
     }
+    if (item.state !== 'queued') {
+      return done; // cancelled meanwhile
+    }
     if (previous.length) {
       previous.sort((a, b) => (a.creationTime < b.creationTime ? 1 : -1));
       upload.resumeFromPreviousUpload(previous[0]);
-    } else if (await this._options.exists(item.path)) {
-      if (!(await this._options.confirmOverwrite(item.name, folder))) {
-        this._finish(item, 'cancelled');
+      item.uploadUrl = previous[0].uploadUrl;
+      item.parallelUploadUrls = previous[0].parallelUploadUrls;
+    } else if (!request.overwrite && this._options.exists) {
+      let taken = false;
+      try {
+        taken = await this._options.exists(item.path);
+      } catch {
+        taken = false;
+      }
+      if (taken && !(await this._ask(item))) {
         return done;
       }
-      upload.options.metadata = buildMetadata(file, folder, true);
+      if (taken) {
+        upload.options.metadata = buildMetadata(file, folder, true);
+      }
     }
-    if (handle) {
-      void putHandle(fp, handle);
+    if (item.state !== 'queued') {
+      return done;
+    }
+    if (request.handle) {
+      void putHandle(fp, request.handle);
     }
     this._start(item);
     return done;
   }
 
   pause(item: UploadItem): void {
-    if (item.state !== 'uploading' || !item.upload) {
+    if ((item.state !== 'uploading' && item.state !== 'retrying') || !item.upload) {
       return;
     }
+    this._stopTimers(item);
     item.state = 'paused';
+    item.offline = false;
+    item.retryAt = null;
     item.meter.reset();
     void item.upload.abort(false);
     this._changed.emit(item);
   }
 
   async resume(item: UploadItem, pickFile?: () => Promise<File | null>): Promise<void> {
-    if ((item.state === 'paused' || item.state === 'error') && item.upload) {
-      item.error = '';
+    if ((item.state === 'paused' || item.state === 'failed') && item.upload) {
       this._start(item);
+      return;
+    }
+    if (item.state === 'retrying') {
+      this._stopTimers(item);
+      this._retryNow(item); // "retry now" instead of waiting
       return;
     }
     if (item.state !== 'interrupted' || item.resuming) {
@@ -211,7 +355,7 @@ export class TusUploader {
       this._changed.emit(item);
       return;
     }
-    void this.upload(file, item.folder, item.handle).catch(err => {
+    void this.upload(file, item.folder, { handle: item.handle }).catch(err => {
       item.error = String((err as Error)?.message ?? err);
       this._changed.emit(item);
     });
@@ -225,13 +369,15 @@ export class TusUploader {
       );
       await Promise.all(
         urls.map(url =>
-          Upload.terminate(url, { headers, retryDelays: [0, 1000] }).catch(err =>
-            console.warn('jupyter-tus: could not terminate', url, err)
-          )
+          Upload.terminate(url, {
+            headers,
+            httpStack: this._httpStack,
+            retryDelays: [0, 1000]
+          }).catch(err => console.warn('jupyter-tus: could not terminate', url, err))
         )
       );
       if (item.urlStorageKey) {
-        await defaultOptions.urlStorage.removeUpload(item.urlStorageKey);
+        await this._urlStorage.removeUpload(item.urlStorageKey).catch(() => undefined);
       }
       void deleteHandle(item.fingerprint);
       this._remove(item);
@@ -242,9 +388,11 @@ export class TusUploader {
       return;
     }
     const upload = item.upload;
+    const started = item.state !== 'queued';
+    this._stopTimers(item);
     item.state = 'cancelled';
     this._changed.emit(item);
-    if (upload) {
+    if (upload && started) {
       try {
         // Terminate on the server: the staged bytes go away.
         await upload.abort(true);
@@ -265,14 +413,29 @@ export class TusUploader {
     }
   }
 
+  /** Stop every transfer without terminating it (a view goes away): all stay resumable. */
+  dispose(): void {
+    for (const item of this._items) {
+      this._stopTimers(item);
+      if (['uploading', 'retrying'].includes(item.state) && item.upload) {
+        item.state = 'paused';
+        void item.upload.abort(false);
+      }
+      item.settle?.(false);
+      item.settle = undefined;
+    }
+    Signal.clearData(this);
+  }
+
   /**
-   * List the unfinished uploads this browser started (tus-js-client's URL storage),
-   * with the offset the server holds; forget those the server no longer has.
+   * List the unfinished uploads this browser started (tus-js-client's URL storage) for
+   * this endpoint, with the offset the server holds; forget those the server no longer
+   * has. `accept` narrows the list (e.g. to one destination folder).
    */
-  async restore(): Promise<void> {
-    let entries: Awaited<ReturnType<typeof defaultOptions.urlStorage.findAllUploads>> = [];
+  async restore(accept?: (entry: { folder: string; name: string }) => boolean): Promise<void> {
+    let entries: PreviousUpload[] = [];
     try {
-      entries = await defaultOptions.urlStorage.findAllUploads();
+      entries = await this._urlStorage.findAllUploads();
     } catch {
       return;
     }
@@ -281,6 +444,9 @@ export class TusUploader {
       const fp = key.slice(key.indexOf('::') + 2, key.lastIndexOf('::'));
       const parsed = parseFingerprint(fp);
       if (!parsed || parsed.endpoint !== this.endpoint) {
+        continue;
+      }
+      if (accept && !accept(parsed)) {
         continue;
       }
       if (this._items.some(i => i.fingerprint === fp)) {
@@ -307,9 +473,12 @@ export class TusUploader {
         }
       }
       if (!alive) {
-        await defaultOptions.urlStorage.removeUpload(key);
+        await this._urlStorage.removeUpload(key).catch(() => undefined);
         void deleteHandle(fp);
         continue;
+      }
+      if (this._items.some(i => i.fingerprint === fp)) {
+        continue; // picked again while we asked the server
       }
       const item = new UploadItem(
         parsed.name,
@@ -332,7 +501,6 @@ export class TusUploader {
     }
   }
 
-  /** The offset the server holds, or null when the upload is gone (404/410). */
   /**
    * The offset the server holds; null when the tus server says the upload is gone
    * (404/410 with Tus-Resumable); NaN when it cannot tell (offline, JupyterHub answering
@@ -340,18 +508,20 @@ export class TusUploader {
    */
   private async _headOffset(url: string): Promise<number | null> {
     try {
-      const res = await fetch(url, {
-        method: 'HEAD',
-        headers: { 'Tus-Resumable': '1.0.0', ...this._options.headers() },
-        credentials: 'same-origin',
-        cache: 'no-store'
-      });
-      const fromTus = res.headers.has('Tus-Resumable');
-      if ((res.status === 404 || res.status === 410) && fromTus) {
+      const req = this._httpStack.createRequest('HEAD', url);
+      req.setHeader('Tus-Resumable', '1.0.0');
+      for (const [k, v] of Object.entries(this._options.headers())) {
+        req.setHeader(k, v);
+      }
+      withCredentials(req);
+      const res = await req.send(null);
+      const status = res.getStatus();
+      const fromTus = !!res.getHeader(TUS_RESUMABLE);
+      if ((status === 404 || status === 410) && fromTus) {
         return null;
       }
-      const offset = res.headers.get('Upload-Offset');
-      return res.ok && fromTus && offset !== null ? Number(offset) : NaN;
+      const offset = res.getHeader('Upload-Offset');
+      return status >= 200 && status < 300 && fromTus && offset ? Number(offset) : NaN;
     } catch {
       return NaN;
     }
@@ -359,9 +529,9 @@ export class TusUploader {
 
   private async _forgetStored(fp: string): Promise<void> {
     try {
-      const stored = await defaultOptions.urlStorage.findUploadsByFingerprint(fp);
+      const stored = await this._urlStorage.findUploadsByFingerprint(fp);
       for (const s of stored) {
-        await defaultOptions.urlStorage.removeUpload(s.urlStorageKey);
+        await this._urlStorage.removeUpload(s.urlStorageKey);
       }
     } catch {
       // nothing stored
@@ -373,47 +543,74 @@ export class TusUploader {
     const file = item.file!;
     const endpoint = this.endpoint;
     const folder = item.folder;
-    return new Upload(file, {
+    const chunkSize = Math.min(settings.chunkSize, this._learnedChunk ?? Infinity);
+    const options: UploadOptions = {
       endpoint,
       metadata: buildMetadata(file, folder, overwrite),
-      chunkSize: settings.chunkSize,
+      chunkSize,
       parallelUploads: settings.parallelUploads,
-      retryDelays: settings.retryDelays,
+      // The retry rule is ours (see _onError): tus-js-client's gives up after its last
+      // delay and not at all while offline.
+      retryDelays: null,
       storeFingerprintForResuming: true,
       removeFingerprintOnSuccess: true,
       fingerprint: async (f: File) => fingerprint(f, endpoint, folder),
+      httpStack: this._httpStack,
+      urlStorage: this._urlStorage,
       onBeforeRequest: req => {
         // Cookies (and so the XSRF token) may change during a long upload. (Not also in
         // `headers`: XHR would join both values into one invalid header.)
         for (const [k, v] of Object.entries(this._options.headers())) {
           req.setHeader(k, v);
         }
-        const xhr = req.getUnderlyingObject() as XMLHttpRequest | undefined;
-        if (xhr && 'withCredentials' in xhr) {
-          xhr.withCredentials = true;
-        }
-      },
-      onShouldRetry: (err: DetailedError) => {
-        return shouldRetry(this._classify(err)) && navigator.onLine !== false;
+        withCredentials(req);
+        this._watch(item);
       },
       onProgress: (sent: number) => {
-        if (item.state !== 'uploading') {
+        if (item.state !== 'uploading' && item.state !== 'retrying') {
           return;
         }
-        item.sent = sent;
-        item.meter.add(Date.now(), sent);
-        this._changed.emit(item);
+        this._watch(item);
+        if (item.state === 'uploading') {
+          item.sent = sent;
+          item.meter.add(Date.now(), sent);
+          this._changed.emit(item);
+        }
       },
       onChunkComplete: (_chunk: number, accepted: number) => {
         item.sent = accepted;
+        // A chunk landed: the connection works, the next failure starts the backoff anew.
+        item.attempt = 0;
       },
       onUploadUrlAvailable: () => {
-        item.uploadUrl = item.upload?.url;
+        if (item.upload?.url) {
+          item.uploadUrl = item.upload.url;
+        }
+        this._changed.emit(item);
       },
       onAfterResponse: (req, res) => {
+        this._unwatch(item);
+        const status = res.getStatus();
+        const fromTus = !!res.getHeader(TUS_RESUMABLE);
+        if (req.getMethod() === 'HEAD' && !(status >= 200 && status < 300)) {
+          // tus-js-client forgets an upload whose HEAD is not 2xx and creates a new one:
+          // right when the user resumes an upload the server no longer has (404/410 from
+          // tus), wrong for JupyterHub or a proxy answering while the server is away, for a
+          // refusal (403) that a new upload would only repeat, and for an automatic retry
+          // (the upload was cancelled elsewhere or expired: the user decides).
+          const gone = (status === 404 || status === 410) && fromTus;
+          if (!gone || item.automatic) {
+            throw new UnusableAnswer(res);
+          }
+        }
         item.landedPath = parseLandedPath(res.getHeader(LANDED_PATH_HEADER)) ?? item.landedPath;
+        if (status >= 200 && status < 300 && item.state === 'retrying') {
+          item.state = 'uploading'; // the server answers again
+          item.retryReason = '';
+          this._changed.emit(item);
+        }
         // A HEAD is how tus-js-client learns the server's offset when it resumes.
-        if (req.getMethod() === 'HEAD' && res.getStatus() === 200) {
+        if (req.getMethod() === 'HEAD' && status === 200) {
           const offset = Number(res.getHeader('Upload-Offset') ?? NaN);
           if (Number.isFinite(offset)) {
             item.sent = offset;
@@ -424,100 +621,273 @@ export class TusUploader {
         }
       },
       onSuccess: () => {
+        this._stopTimers(item);
+        if (!item.active) {
+          return;
+        }
         item.sent = item.size;
         void deleteHandle(item.fingerprint);
         this._finish(item, 'done');
-        this._options.landed(item);
+        this._options.landed?.(item);
       },
       onError: err => void this._onError(item, err)
-    });
+    };
+    if (this._options.fileReader) {
+      options.fileReader = this._options.fileReader;
+    }
+    return new Upload(file, options);
   }
 
-  private _classify(err: Error | DetailedError) {
+  /** The failure behind a tus-js-client error, and the answer that caused it. */
+  private _classify(err: Error | DetailedError): {
+    kind: FailureKind;
+    status?: number;
+    response?: HttpResponse;
+    request?: HttpRequest;
+  } {
     const d = err as DetailedError;
-    const req = d.originalRequest;
-    const res = d.originalResponse;
-    return classifyFailure(req?.getMethod(), res?.getStatus(), !!res?.getHeader('Tus-Resumable'));
+    const request = d.originalRequest ?? undefined;
+    let response = d.originalResponse ?? undefined;
+    if (!response && d.causingError instanceof UnusableAnswer) {
+      response = d.causingError.response;
+    }
+    if (!request) {
+      // Not a request that failed: reading the file did.
+      return { kind: 'unreadable' };
+    }
+    const status = response?.getStatus();
+    const kind = classifyFailure(request.getMethod(), status, !!response?.getHeader(TUS_RESUMABLE));
+    return { kind, status, response, request };
   }
 
   private async _onError(item: UploadItem, err: Error | DetailedError): Promise<void> {
-    if (item.state !== 'uploading') {
+    if (item.state !== 'uploading' && item.state !== 'retrying') {
       return; // paused or cancelled meanwhile
     }
+    this._unwatch(item);
     const upload = item.upload!;
-    const kind = this._classify(err);
+    const failure = this._classify(err);
+    const { kind } = failure;
+    console.debug('jupyter-tus:', kind, item.path, err);
     if (kind === 'clash') {
       await upload.abort(false);
-      if (await this._options.confirmOverwrite(item.name, item.folder)) {
+      if (await this._ask(item)) {
         upload.options.metadata = buildMetadata(item.file!, item.folder, true);
         this._start(item);
-      } else {
-        this._finish(item, 'cancelled');
       }
       return;
     }
-    if (kind === 'too-large-chunk') {
-      const settings = this._options.settings();
-      const current = upload.options.chunkSize ?? Infinity;
-      const next = halveChunk(current, settings.minChunkSize);
-      if (next !== null) {
-        if (!this._warned413) {
-          this._warned413 = true;
-          console.warn(
-            `jupyter-tus: a proxy refused a ${current} byte request with 413 (body too large); ` +
-              `going on with ${next} byte chunks. Lower the "chunkSize" setting to avoid this.`
-          );
-        }
-        await upload.abort(false);
-        upload.options.chunkSize = next;
-        item.chunkNote = `chunks of ${Math.round(next / 1024)} KiB (proxy limit)`;
-        this._start(item);
-        return;
-      }
+    if (kind === 'too-large-chunk' && this._shrinkChunks(item, failure.request)) {
+      await upload.abort(false);
+      this._start(item, true);
+      return;
     }
-    item.state = 'error';
-    item.error = this._describe(kind, err);
-    console.error('jupyter-tus: upload failed', item.path, err);
+    if (shouldRetry(kind)) {
+      void upload.abort(false); // parts of a parallel upload may still run
+      this._scheduleRetry(item, retryReason(kind, failure.status));
+      return;
+    }
+    this._fail(
+      item,
+      failureMessage(kind, {
+        status: failure.status,
+        detail: serverMessage(failure.response?.getBody()),
+        folder: item.folder
+      })
+    );
+    if (kind !== 'unreadable') {
+      console.error('jupyter-tus: upload failed', item.path, err);
+    }
+  }
+
+  /** After a 413: halve the body that was refused (not the configured chunk size). */
+  private _shrinkChunks(item: UploadItem, request?: HttpRequest): boolean {
+    const upload = item.upload!;
+    const settings = this._options.settings();
+    const current = upload.options.chunkSize ?? Infinity;
+    const offset = Number(request?.getHeader('Upload-Offset') ?? item.sent);
+    const refused = bodySize(current, Number.isFinite(offset) ? offset : 0, item.size);
+    const next = halveChunk(refused, settings.minChunkSize);
+    if (next === null) {
+      return false;
+    }
+    if (!this._warned413) {
+      this._warned413 = true;
+      console.warn(
+        `jupyter-tus: a proxy refused a ${refused} byte request with 413 (body too large); ` +
+          `going on with ${next} byte chunks. Lower the "chunkSize" setting to avoid this.`
+      );
+    }
+    upload.options.chunkSize = next;
+    // The next files start with what the proxy let through.
+    this._learnedChunk = Math.min(this._learnedChunk ?? Infinity, next);
+    item.chunkNote = `chunks of ${formatBytes(next)} (proxy limit)`;
+    return true;
+  }
+
+  /** Wait (backoff, or until the browser is online), then try again from the server's offset. */
+  private _scheduleRetry(item: UploadItem, reason: string): void {
+    this._stopTimers(item);
+    item.state = 'retrying';
+    item.retryReason = reason;
+    item.meter.reset();
+    if (!this._connectivity.isOnline()) {
+      item.offline = true;
+      item.retryAt = null;
+      item.timers.online = this._connectivity.whenOnline(() => this._retryNow(item));
+      this._changed.emit(item);
+      return;
+    }
+    item.offline = false;
+    const delay = retryDelay(item.attempt, this._options.settings().retryDelays);
+    item.attempt++;
+    item.retryAt = Date.now() + delay;
+    item.timers.retry = setTimeout(() => this._retryNow(item), delay);
+    // The countdown ("retrying in 12s") moves every second.
+    item.timers.tick = setInterval(() => this._changed.emit(item), 1000);
     this._changed.emit(item);
   }
 
-  private _describe(kind: string, err: Error | DetailedError): string {
-    const res = (err as DetailedError).originalResponse;
-    let detail = '';
-    if (res) {
-      try {
-        const body = JSON.parse(res.getBody() || '{}');
-        detail = body.message || body.reason || '';
-      } catch {
-        detail = (res.getBody() || '').slice(0, 200);
-      }
+  private _retryNow(item: UploadItem): void {
+    this._stopTimers(item);
+    if (item.state !== 'retrying') {
+      return;
     }
-    switch (kind) {
-      case 'too-large-file':
-        return `the file is larger than the server accepts${detail ? `: ${detail}` : ''}`;
-      case 'too-large-chunk':
-        return 'a proxy refuses even the smallest chunks (413)';
-      case 'gone':
-        return 'the upload no longer exists on the server';
-      case 'forbidden':
-        return `refused by the server${detail ? `: ${detail}` : ` (${res?.getStatus()})`}`;
-      case 'server-gone':
-        return 'the Jupyter server is not reachable';
-      default:
-        return detail || err.message.split('\n')[0];
+    item.retryAt = null;
+    if (!this._connectivity.isOnline()) {
+      this._scheduleRetry(item, item.retryReason);
+      return;
+    }
+    item.offline = false;
+    this._changed.emit(item);
+    void this._readable(item).then(ok => {
+      if (item.state !== 'retrying') {
+        return;
+      }
+      if (!ok) {
+        this._fail(item, failureMessage('unreadable'));
+        return;
+      }
+      item.automatic = true;
+      this._startUpload(item);
+      this._watch(item);
+    });
+  }
+
+  /** Whether the file can still be read (a file changed on disk fails like a network
+   * error in the browser; retrying it would go on forever). */
+  private async _readable(item: UploadItem): Promise<boolean> {
+    const file = item.file;
+    if (!file || typeof file.slice !== 'function') {
+      return true;
+    }
+    try {
+      const head = file.slice(0, Math.min(1, file.size));
+      if (typeof head.arrayBuffer === 'function') {
+        await head.arrayBuffer();
+      }
+      return true;
+    } catch {
+      return false;
     }
   }
 
-  private _start(item: UploadItem): void {
+  /** Re-arm the stall watchdog: a request with no progress and no answer for this long is
+   * given up and retried. */
+  private _watch(item: UploadItem): void {
+    if (item.timers.stall !== undefined) {
+      clearTimeout(item.timers.stall);
+    }
+    item.timers.stall = setTimeout(() => {
+      item.timers.stall = undefined;
+      if (item.state === 'uploading' || item.state === 'retrying') {
+        void item.upload?.abort(false);
+        this._scheduleRetry(item, retryReason('stalled'));
+      }
+    }, this._stallTimeout);
+  }
+
+  private _unwatch(item: UploadItem): void {
+    if (item.timers.stall !== undefined) {
+      clearTimeout(item.timers.stall);
+      item.timers.stall = undefined;
+    }
+  }
+
+  private _stopTimers(item: UploadItem): void {
+    const t = item.timers;
+    if (t.retry !== undefined) {
+      clearTimeout(t.retry);
+    }
+    if (t.tick !== undefined) {
+      clearInterval(t.tick);
+    }
+    if (t.stall !== undefined) {
+      clearTimeout(t.stall);
+    }
+    t.online?.();
+    item.timers = {};
+  }
+
+  private async _ask(item: UploadItem): Promise<boolean> {
+    item.state = 'queued';
+    item.question = `${item.name} already exists: overwrite?`;
+    this._changed.emit(item);
+    let yes = false;
+    try {
+      yes = await this._options.confirmOverwrite(item.name, item.folder, item);
+    } finally {
+      item.question = '';
+    }
+    if (item.state !== 'queued') {
+      return false; // cancelled meanwhile
+    }
+    if (!yes) {
+      this._finish(item, 'cancelled');
+    }
+    return yes;
+  }
+
+  /** (Re)start sending: from the server's offset when the upload exists there. */
+  private _start(item: UploadItem, keepAttempts = false): void {
+    this._stopTimers(item);
     item.state = 'uploading';
     item.error = '';
+    item.retryReason = '';
+    item.retryAt = null;
+    item.offline = false;
+    if (!keepAttempts) {
+      item.attempt = 0;
+    }
+    item.automatic = false;
     item.meter.reset();
     item.resumedFrom = item.sent;
-    item.upload!.start();
+    this._startUpload(item);
+    this._changed.emit(item);
+  }
+
+  private _startUpload(item: UploadItem): void {
+    const upload = item.upload!;
+    if (upload.options.parallelUploads && upload.options.parallelUploads > 1) {
+      // tus-js-client resets its "aborted" flag for single uploads only; a parallel one
+      // would otherwise swallow every later error.
+      (upload as unknown as { _aborted: boolean })._aborted = false;
+    }
+    upload.start();
+  }
+
+  private _fail(item: UploadItem, message: string): void {
+    this._stopTimers(item);
+    item.state = 'failed';
+    item.error = message;
+    item.retryAt = null;
+    item.offline = false;
+    item.meter.reset();
     this._changed.emit(item);
   }
 
   private _finish(item: UploadItem, state: 'done' | 'cancelled'): void {
+    this._stopTimers(item);
     item.state = state;
     item.meter.reset();
     this._changed.emit(item);
@@ -534,7 +904,50 @@ export class TusUploader {
   }
 
   private _options: IUploaderOptions;
+  private _connectivity: IConnectivity;
+  private _urlStorage: UrlStorage;
+  private _httpStack: HttpStack;
+  private _stallTimeout: number;
   private _items: UploadItem[] = [];
   private _changed = new Signal<this, UploadItem | null>(this);
   private _warned413 = false;
+  private _learnedChunk: number | null = null;
+}
+
+/** Send cookies with XHR requests (same origin: they go anyway; harmless elsewhere). */
+function withCredentials(req: HttpRequest): void {
+  const xhr = req.getUnderlyingObject() as XMLHttpRequest | undefined;
+  if (xhr && typeof xhr === 'object' && 'withCredentials' in xhr) {
+    xhr.withCredentials = true;
+  }
+}
+
+/** How the creation endpoint answered an OPTIONS request. */
+export type EndpointCheck =
+  | { ok: true }
+  | { ok: false; status: number; reason: 'not-tus' | 'refused' }
+  | { ok: false; status: 0; reason: 'unreachable'; error: string };
+
+/** Whether `endpoint` answers like a tus server (the one probe of every front end). */
+export async function probeEndpoint(
+  endpoint: string,
+  headers: Record<string, string>
+): Promise<EndpointCheck> {
+  let response: Response;
+  try {
+    response = await fetch(endpoint, {
+      method: 'OPTIONS',
+      headers: { ...headers, 'Tus-Resumable': '1.0.0' },
+      credentials: 'same-origin'
+    });
+  } catch (err) {
+    return { ok: false, status: 0, reason: 'unreachable', error: String(err) };
+  }
+  if (response.headers.get('Tus-Version')) {
+    return { ok: true };
+  }
+  if (response.status === 401 || response.status === 403) {
+    return { ok: false, status: response.status, reason: 'refused' };
+  }
+  return { ok: false, status: response.status, reason: 'not-tus' };
 }

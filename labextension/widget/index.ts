@@ -1,23 +1,25 @@
 /**
  * jupyter-tus UploadWidget front end (anywidget ESM, bundled with tus-js-client).
  *
+ * A thin view over the same TusUploader (src/uploader.ts) as the file browser's Uploads
+ * panel: one fingerprint (so either front end resumes the other's uploads to the same
+ * folder), one retry rule, one message catalogue, the 413 fallback, kept file handles.
  * Files go from the browser straight to the tus endpoint of the Jupyter server over
  * HTTP ({base_url}api/tus/uploads), never through the kernel's comm channel. Only the
  * id of each finished upload is sent to the kernel (a model message), where the Python
  * side fetches its FileInfo from the store.
  */
-import * as tus from 'tus-js-client';
-
 import {
-  LANDED_PATH_HEADER,
+  DEFAULT_SETTINGS,
   authHeaders,
-  describeLanding,
-  formatBytes,
-  formatDuration,
-  joinPath,
+  displayFolder,
   normalizeFolder,
-  parseLandedPath
+  normalizeSettings,
+  statusLine
 } from '../src/core';
+import { HandleRegistry, handlesSupported } from '../src/handles';
+import { TusUploader, UploadItem, probeEndpoint } from '../src/uploader';
+import STYLE from './widget.css';
 
 /** The part of anywidget's model this view uses. */
 interface Model {
@@ -32,22 +34,17 @@ interface RenderProps {
   el: HTMLElement;
 }
 
-const STYLE = `
-.jtus { font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-ui-font-size1, 13px);
-  color: var(--jp-ui-font-color1, #222); max-width: 720px; }
-.jtus-drop { border: 2px dashed var(--jp-border-color1, #bbb); border-radius: 6px; padding: 14px;
-  text-align: center; cursor: pointer; }
-.jtus-drop.jtus-over { border-color: var(--jp-brand-color1, #1976d2); background: var(--jp-layout-color2, #eef); }
-.jtus-message { margin: 6px 0; color: var(--jp-error-color1, #c62828); }
-.jtus-message:empty, .jtus-interrupted:empty { display: none; }
-.jtus-interrupted { margin: 6px 0; color: var(--jp-ui-font-color2, #555); }
-.jtus-file { display: grid; grid-template-columns: 1fr auto; gap: 2px 8px; margin: 8px 0; }
-.jtus-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-weight: 600; }
-.jtus-file progress { width: 100%; grid-column: 1 / span 2; height: 10px; }
-.jtus-status { color: var(--jp-ui-font-color2, #555); grid-column: 1 / span 2; }
-.jtus-file[data-state="error"] .jtus-status { color: var(--jp-error-color1, #c62828); }
-.jtus-file button, .jtus button { margin-left: 4px; }
-`;
+const STYLE_ID = 'jupyter-tus-widget-style';
+
+/** The widget's CSS, once per page. */
+function addStyle(): void {
+  if (!document.getElementById(STYLE_ID)) {
+    const style = document.createElement('style');
+    style.id = STYLE_ID;
+    style.textContent = STYLE;
+    document.head.append(style);
+  }
+}
 
 function pageConfig(): Record<string, any> {
   const el = document.getElementById('jupyter-config-data');
@@ -73,71 +70,39 @@ function baseUrl(config: Record<string, any>): string {
   return base.endsWith('/') ? base : base + '/';
 }
 
+/** The creation endpoint, spelled as the file browser spells it (the fingerprint has it). */
 function endpointFor(model: Model, config: Record<string, any>): string {
   const explicit: string = model.get('endpoint');
   const url = explicit || baseUrl(config) + 'api/tus/uploads';
-  return new URL(url, window.location.href).href;
+  return new URL(url, window.location.href).href.replace(/\/+$/, '');
 }
 
-/** Headers every request needs: XSRF for cookie auth, the token when the page has one. */
-function requestHeaders(config: Record<string, any>): Record<string, string> {
-  return authHeaders(document.cookie, config.token, config.xsrfToken);
-}
-
-/** null when the endpoint answers as a tus server, else why not, in plain words. */
-async function probe(endpoint: string, headers: Record<string, string>): Promise<string | null> {
+/** Why uploads are not possible, in plain words, or null when the endpoint is a tus one. */
+async function unavailable(
+  endpoint: string,
+  headers: Record<string, string>
+): Promise<string | null> {
   const hint =
     'is the jupyter-tus server extension installed and enabled on the Jupyter server ' +
     '(jupyter server extension list)?';
-  let response: Response;
-  try {
-    response = await fetch(endpoint, {
-      method: 'OPTIONS',
-      headers: { ...headers, 'Tus-Resumable': '1.0.0' },
-      credentials: 'same-origin'
-    });
-  } catch (err) {
-    return `Uploads are not possible: the upload endpoint ${endpoint} cannot be reached (${err}). ${hint}`;
-  }
-  if (response.headers.get('Tus-Version') || response.headers.get('Tus-Resumable')) {
+  const check = await probeEndpoint(endpoint, headers);
+  if (check.ok) {
     return null;
   }
-  if (response.status === 401 || response.status === 403) {
-    return `Uploads are not possible: the server refused access to ${endpoint} (${response.status}). Reload the page to log in again.`;
+  if (check.reason === 'unreachable') {
+    return `Uploads are not possible: the upload endpoint ${endpoint} cannot be reached. ${hint}`;
   }
-  return `Uploads are not possible: ${endpoint} is not a tus upload endpoint (HTTP ${response.status}); ${hint}`;
+  if (check.reason === 'refused') {
+    return `Uploads are not possible: the server refused access to ${endpoint} (${check.status}). Reload the page to log in again.`;
+  }
+  return `Uploads are not possible: ${endpoint} is not a tus upload endpoint (HTTP ${check.status}); ${hint}`;
 }
 
-/** A tus-js-client error in plain words: the server's own message when it sent one. */
-function describe(err: Error): string {
-  const detailed = err as tus.DetailedError;
-  const response = detailed.originalResponse;
-  if (!response) {
-    return `${err.message || err} (the server could not be reached)`;
-  }
-  const status = response.getStatus();
-  let message = '';
-  try {
-    message = JSON.parse(response.getBody() || '{}').message || '';
-  } catch {
-    message = (response.getBody() || '').slice(0, 200);
-  }
-  let hint = '';
-  if (status === 409 && detailed.originalRequest?.getMethod() === 'POST') {
-    hint = ' Use overwrite=True to replace it.';
-  } else if (status === 413) {
-    hint = ' The file or a chunk is too large for the server or a proxy: try a smaller chunk_size.';
-  } else if (status === 401 || status === 403) {
-    hint = ' Reload the page to log in again.';
-  }
-  return `HTTP ${status}${message ? ': ' + message : ''}.${hint}`;
-}
-
-function button(label: string, onClick: () => void): HTMLButtonElement {
+function button(cls: string, label: string, onClick: () => void): HTMLButtonElement {
   const b = document.createElement('button');
   b.type = 'button';
   b.textContent = label;
-  b.className = 'jtus-' + label.toLowerCase();
+  b.className = `jtus-${cls}`;
   b.addEventListener('click', e => {
     e.stopPropagation();
     onClick();
@@ -145,271 +110,194 @@ function button(label: string, onClick: () => void): HTMLButtonElement {
   return b;
 }
 
-/** One file's upload and its row in the widget. */
-class Transfer {
-  readonly row: HTMLElement;
-  private upload: tus.Upload;
-  private bar: HTMLProgressElement;
-  private status: HTMLElement;
-  private pauseButton: HTMLButtonElement;
-  private cancelButton: HTMLButtonElement;
-  private samples: [number, number][] = [];
-  private resumedFrom = 0;
-  /** Where the server says the file landed (it differs when the name was taken). */
-  private landedPath: string | null = null;
-  private sent = 0;
-  private total = 0;
-  private ticker: number | undefined;
-
-  constructor(
-    private file: File,
-    private model: Model,
-    endpoint: string,
-    private config: Record<string, any>
-  ) {
-    this.row = document.createElement('div');
-    this.row.className = 'jtus-file';
-    const name = document.createElement('div');
-    name.className = 'jtus-name';
-    name.textContent = file.name;
-    name.title = file.name;
-    const controls = document.createElement('div');
-    this.pauseButton = button('Pause', () => this.togglePause());
-    this.cancelButton = button('Cancel', () => void this.cancel());
-    controls.append(this.pauseButton, this.cancelButton);
-    this.bar = document.createElement('progress');
-    this.bar.max = file.size || 1;
-    this.bar.value = 0;
-    this.status = document.createElement('div');
-    this.status.className = 'jtus-status';
-    this.row.append(name, controls, this.bar, this.status);
-    this.setState('starting', 'Starting…');
-
-    const path: string = model.get('path') || '';
-    const overwrite: boolean = model.get('overwrite');
-    const metadata: Record<string, string> = {
-      filename: file.name,
-      filetype: file.type || 'application/octet-stream'
+/** A file picked through a fresh `<input type=file>` (to resume an interrupted upload). */
+function pickOne(accept: string): Promise<File | null> {
+  return new Promise(resolve => {
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.accept = accept;
+    input.className = 'jtus-pick';
+    input.style.display = 'none';
+    input.onchange = () => {
+      resolve(input.files?.[0] ?? null);
+      input.remove();
     };
-    if (path) {
-      metadata.path = path;
-    }
-    if (overwrite) {
-      metadata.overwrite = '1';
-    }
-    this.upload = new tus.Upload(file, {
-      endpoint,
-      chunkSize: model.get('chunk_size') || Infinity,
-      retryDelays: [0, 1000, 3000, 5000, 10000, 20000, 30000],
-      metadata,
-      storeFingerprintForResuming: true,
-      removeFingerprintOnSuccess: true,
-      // The destination is part of what is resumed: the same file for another folder is
-      // another upload.
-      fingerprint: async (f: File, options: tus.UploadOptions) =>
-        [
-          'jupyter-tus',
-          f.name,
-          f.type,
-          f.size,
-          f.lastModified,
-          options.endpoint,
-          path,
-          overwrite
-        ].join('-'),
-      onBeforeRequest: req => {
-        // Read the cookie on every request: the server may rotate it.
-        for (const [k, v] of Object.entries(requestHeaders(this.config))) {
-          req.setHeader(k, v);
-        }
-      },
-      onAfterResponse: (req, res) => {
-        this.landedPath = parseLandedPath(res.getHeader(LANDED_PATH_HEADER)) ?? this.landedPath;
-        // The first HEAD of a resumed upload says where this page took it up.
-        if (
-          req.getMethod() === 'HEAD' &&
-          res.getStatus() === 200 &&
-          !this.row.dataset.resumedFrom
-        ) {
-          this.resumedFrom = Number(res.getHeader('Upload-Offset') || 0);
-          this.row.dataset.resumedFrom = String(this.resumedFrom);
-        }
-      },
-      onUploadUrlAvailable: () => {
-        const id = this.id();
-        if (id) {
-          this.row.dataset.uploadId = id;
-        }
-      },
-      onShouldRetry: err => {
-        // Retry what time may fix (network, 5xx, 423, an offset mismatch on PATCH), not a
-        // refusal: a name clash at creation, a missing permission, a size limit.
-        const status = err.originalResponse?.getStatus() ?? 0;
-        if (status === 409) {
-          return err.originalRequest?.getMethod() !== 'POST';
-        }
-        return status === 0 || status === 423 || status < 400 || status >= 500;
-      },
-      onProgress: (sent, total) => this.progress(sent, total),
-      onSuccess: () => this.success(),
-      onError: err => {
-        this.setState('error', `Failed: ${describe(err)}`);
-        this.pauseButton.textContent = 'Retry';
-      }
+    input.addEventListener('cancel', () => {
+      resolve(null);
+      input.remove();
     });
-  }
-
-  id(): string | null {
-    const url = this.upload.url;
-    return url ? url.replace(/\/+$/, '').split('/').pop() || null : null;
-  }
-
-  async start(): Promise<void> {
-    try {
-      const previous = await this.upload.findPreviousUploads();
-      if (previous.length) {
-        this.upload.resumeFromPreviousUpload(previous[0]);
-        this.setState('starting', 'Resuming an earlier upload of this file…');
-      }
-    } catch {
-      /* no storage: start afresh */
-    }
-    this.upload.start();
-    // Refresh speed and time left even when no byte moves (a stalled link shows as such).
-    this.ticker = window.setInterval(() => {
-      if (this.row.dataset.state === 'uploading' && this.total) {
-        this.progress(this.sent, this.total);
-      }
-    }, 1000);
-  }
-
-  private finish(): void {
-    window.clearInterval(this.ticker);
-  }
-
-  private setState(state: string, text: string): void {
-    this.row.dataset.state = state;
-    this.status.textContent = text;
-  }
-
-  private progress(sent: number, total: number): void {
-    this.sent = sent;
-    this.total = total;
-    const now = performance.now();
-    this.samples.push([now, sent]);
-    while (this.samples.length > 2 && now - this.samples[0][0] > 5000) {
-      this.samples.shift();
-    }
-    const [t0, b0] = this.samples[0];
-    const speed = now > t0 ? ((sent - b0) * 1000) / (now - t0) : 0;
-    this.bar.max = total || 1;
-    this.bar.value = sent;
-    const resumed = this.resumedFrom ? ` · resumed at ${formatBytes(this.resumedFrom)}` : '';
-    const rate =
-      speed > 0
-        ? ` · ${formatBytes(speed)}/s · ${formatDuration((total - sent) / speed)} left`
-        : sent < total && now - t0 > 3000
-          ? ' · stalled, waiting for the network…'
-          : '';
-    this.setState('uploading', `${formatBytes(sent)} of ${formatBytes(total)}${rate}${resumed}`);
-  }
-
-  private success(): void {
-    this.finish();
-    const id = this.id();
-    this.bar.value = this.bar.max;
-    this.pauseButton.disabled = true;
-    this.cancelButton.disabled = true;
-    this.model.send({
-      type: 'complete',
-      id,
-      url: this.upload.url,
-      filename: this.file.name,
-      size: this.file.size,
-      filetype: this.file.type
-    });
-    const resumed = this.resumedFrom ? ` (resumed at ${formatBytes(this.resumedFrom)})` : '';
-    const intended = joinPath(normalizeFolder(this.model.get('path')), this.file.name);
-    const where = describeLanding(intended, this.landedPath);
-    this.setState('done', `Done: ${formatBytes(this.file.size)} → ${where}${resumed}`);
-  }
-
-  private togglePause(): void {
-    const state = this.row.dataset.state;
-    if (state === 'paused' || state === 'error') {
-      this.pauseButton.textContent = 'Pause';
-      this.setState('uploading', 'Resuming…');
-      this.upload.start();
-    } else {
-      void this.upload.abort();
-      this.pauseButton.textContent = 'Resume';
-      this.setState(
-        'paused',
-        `Paused at ${formatBytes(this.bar.value)} of ${formatBytes(this.file.size)}`
-      );
-    }
-  }
-
-  async cancel(): Promise<void> {
-    this.finish();
-    this.pauseButton.disabled = true;
-    this.cancelButton.disabled = true;
-    try {
-      // Terminate on the server (DELETE) and forget the fingerprint.
-      await this.upload.abort(true);
-      this.setState('cancelled', 'Cancelled');
-    } catch (err) {
-      this.setState('cancelled', `Cancelled (the server kept the partial upload: ${err})`);
-    }
-  }
-
-  /** Stop sending without terminating: the upload stays resumable. */
-  stop(): void {
-    this.finish();
-    if (this.row.dataset.state !== 'done' && this.row.dataset.state !== 'cancelled') {
-      void this.upload.abort();
-    }
-  }
+    document.body.append(input);
+    input.click();
+  });
 }
 
-/** Uploads a page reload interrupted, from tus-js-client's fingerprint store. */
-async function showInterrupted(target: HTMLElement, endpoint: string): Promise<void> {
-  target.textContent = '';
-  let previous: any[] = [];
-  try {
-    previous = await tus.defaultOptions.urlStorage.findAllUploads();
-  } catch {
-    return;
+/** The rows of one widget: the uploader's items, rendered. */
+class Rows {
+  constructor(
+    readonly list: HTMLElement,
+    readonly uploader: TusUploader,
+    readonly model: Model
+  ) {
+    uploader.changed.connect(this._schedule, this);
   }
-  const mine = previous.filter(p => p.uploadUrl && String(p.uploadUrl).startsWith(endpoint));
-  if (!mine.length) {
-    return;
+
+  /** Answers waiting for the overwrite question of a row. */
+  readonly questions = new Map<number, (yes: boolean) => void>();
+
+  ask(item: UploadItem): Promise<boolean> {
+    return new Promise(resolve => {
+      this.questions.set(item.id, resolve);
+      this.render();
+    });
   }
-  const title = document.createElement('div');
-  title.textContent = 'Interrupted uploads (choose the same file again to resume):';
-  target.append(title);
-  for (const p of mine) {
-    const line = document.createElement('div');
-    line.className = 'jtus-interrupted-item';
-    line.dataset.filename = p.metadata?.filename ?? '';
-    const size = p.size === null || p.size === undefined ? '' : ` (${formatBytes(p.size)})`;
-    line.textContent = `${p.metadata?.filename ?? p.uploadUrl}${size} `;
-    line.append(
-      button('Forget', () => {
-        void tus.defaultOptions.urlStorage.removeUpload(p.urlStorageKey).then(() => line.remove());
+
+  private _answer(item: UploadItem, yes: boolean): void {
+    const answer = this.questions.get(item.id);
+    this.questions.delete(item.id);
+    answer?.(yes);
+  }
+
+  /** Progress comes much faster than anyone reads: at most every 250 ms, except when a
+   * row changes state or learns its upload's id. */
+  private _schedule(_: unknown, item: UploadItem | null): void {
+    const row = item ? this._rows.get(item.id) : undefined;
+    if (
+      item &&
+      row &&
+      item.state === 'uploading' &&
+      row.dataset.state === 'uploading' &&
+      (row.dataset.uploadId ?? '') === (item.uploadId ?? '')
+    ) {
+      if (this._timer === null) {
+        this._timer = window.setTimeout(() => {
+          this._timer = null;
+          this.render();
+        }, 250);
+      }
+      return;
+    }
+    this.render();
+  }
+
+  render(): void {
+    const items = this.uploader.items;
+    const keep = new Set<number>();
+    // Oldest first, as the files were chosen.
+    [...items].reverse().forEach((item, index) => {
+      keep.add(item.id);
+      let row = this._rows.get(item.id);
+      if (!row) {
+        row = this._create(item);
+        this._rows.set(item.id, row);
+      }
+      if (this.list.children[index] !== row) {
+        this.list.insertBefore(row, this.list.children[index] ?? null);
+      }
+      this._update(row, item);
+    });
+    for (const [id, row] of this._rows) {
+      if (!keep.has(id)) {
+        row.remove();
+        this._rows.delete(id);
+      }
+    }
+  }
+
+  dispose(): void {
+    this.uploader.changed.disconnect(this._schedule, this);
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+    }
+    for (const answer of this.questions.values()) {
+      answer(false);
+    }
+    this.questions.clear();
+  }
+
+  private _create(item: UploadItem): HTMLElement {
+    const row = document.createElement('div');
+    row.className = 'jtus-file';
+    const name = document.createElement('div');
+    name.className = 'jtus-name';
+    name.textContent = item.name;
+    name.title = item.path;
+    const buttons = document.createElement('div');
+    buttons.className = 'jtus-buttons';
+    const up = this.uploader;
+    buttons.append(
+      button('overwrite', 'Overwrite', () => this._answer(item, true)),
+      button('pause', 'Pause', () => up.pause(item)),
+      button('resume', 'Resume', () => {
+        void up.resume(item, () => pickOne(this.model.get('accept') || ''));
+      }),
+      button('cancel', 'Cancel', () => {
+        if (this.questions.has(item.id)) {
+          this._answer(item, false);
+        } else {
+          void up.cancel(item);
+        }
       })
     );
-    target.append(line);
+    const bar = document.createElement('progress');
+    bar.className = 'jtus-progress';
+    bar.max = 1;
+    bar.value = 0;
+    const status = document.createElement('div');
+    status.className = 'jtus-status';
+    row.append(name, buttons, bar, status);
+    return row;
   }
+
+  private _update(row: HTMLElement, item: UploadItem): void {
+    row.dataset.state = item.state;
+    const id = item.uploadId;
+    if (id) {
+      row.dataset.uploadId = id;
+    }
+    if (item.resumedFrom > 0) {
+      row.dataset.resumedFrom = String(item.resumedFrom);
+    }
+    const asking = this.questions.has(item.id);
+    const show = (cls: string, visible: boolean, title?: string) => {
+      const b = row.querySelector(`.jtus-${cls}`) as HTMLButtonElement;
+      b.hidden = !visible;
+      if (title) {
+        b.title = title;
+      }
+    };
+    show('overwrite', asking, `Replace the existing ${item.name}`);
+    show('pause', item.state === 'uploading' || item.state === 'retrying');
+    show(
+      'resume',
+      ['paused', 'failed', 'interrupted'].includes(item.state),
+      item.state === 'interrupted' && !item.handle
+        ? 'Pick the same file again to resume'
+        : 'Resume from what the server holds'
+    );
+    show(
+      'cancel',
+      item.state !== 'done' && item.state !== 'cancelled',
+      asking ? 'Keep the existing file' : 'Cancel and delete the uploaded part'
+    );
+    (row.querySelector('.jtus-progress') as HTMLProgressElement).value = item.fraction;
+    const status = row.querySelector('.jtus-status') as HTMLElement;
+    status.textContent = statusLine(item, Date.now());
+    status.title = item.error || status.textContent;
+  }
+
+  private _rows = new Map<number, HTMLElement>();
+  private _timer: number | null = null;
 }
 
 function render({ model, el }: RenderProps): () => void {
+  addStyle();
   const config = pageConfig();
   const endpoint = endpointFor(model, config);
+  const headers = () => authHeaders(document.cookie, config.token, config.xsrfToken);
+  const folder = () => normalizeFolder(model.get('path'));
+
   const root = document.createElement('div');
   root.className = 'jtus';
-  const style = document.createElement('style');
-  style.textContent = STYLE;
   const input = document.createElement('input');
   input.type = 'file';
   input.className = 'jtus-input';
@@ -420,16 +308,33 @@ function render({ model, el }: RenderProps): () => void {
   drop.append(label);
   const message = document.createElement('div');
   message.className = 'jtus-message';
-  const interrupted = document.createElement('div');
-  interrupted.className = 'jtus-interrupted';
   const list = document.createElement('div');
   list.className = 'jtus-files';
-  root.append(style, input, drop, message, interrupted, list);
+  root.append(input, drop, message, list);
   el.append(root);
 
-  const transfers: Transfer[] = [];
+  let rows: Rows | null = null;
+  const uploader = new TusUploader({
+    endpoint,
+    headers,
+    settings: () =>
+      normalizeSettings({ ...DEFAULT_SETTINGS, chunkSize: Number(model.get('chunk_size')) }),
+    confirmOverwrite: (_name, _folder, item) => rows!.ask(item),
+    landed: item => {
+      model.send({
+        type: 'complete',
+        id: item.uploadId,
+        url: item.uploadUrl,
+        filename: item.name,
+        size: item.size,
+        filetype: item.file?.type ?? ''
+      });
+    }
+  });
+  rows = new Rows(list, uploader, model);
+
   root.dataset.ready = 'checking';
-  const available: Promise<boolean> = probe(endpoint, requestHeaders(config)).then(problem => {
+  const available: Promise<boolean> = unavailable(endpoint, headers()).then(problem => {
     if (problem) {
       message.textContent = problem;
       drop.style.display = 'none';
@@ -438,44 +343,35 @@ function render({ model, el }: RenderProps): () => void {
       return false;
     }
     root.dataset.ready = 'yes';
-    void showInterrupted(interrupted, endpoint);
+    // What a reload interrupted, for this widget's folder (from any front end).
+    void uploader.restore(entry => entry.folder === folder());
     return true;
   });
 
   const sync = () => {
     input.multiple = !!model.get('multiple');
     input.accept = model.get('accept') || '';
-    const where = model.get('path') ? ` to ${model.get('path')}/` : '';
-    label.textContent = `Drop files here or click to choose${where}`;
+    label.textContent = `Drop files here or click to choose (to ${displayFolder(folder())})`;
   };
   sync();
   for (const name of ['multiple', 'accept', 'path']) {
     model.on(`change:${name}`, sync);
   }
 
-  const add = async (files: FileList | File[] | null) => {
-    let chosen = Array.from(files || []);
-    if (!chosen.length || !(await available)) {
+  const handles = new HandleRegistry();
+  const add = async (files: File[]) => {
+    if (!files.length || !(await available)) {
       return;
     }
-    if (!model.get('multiple')) {
-      chosen = chosen.slice(0, 1);
-    }
+    const chosen = model.get('multiple') ? files : files.slice(0, 1);
+    message.textContent = '';
     for (const file of chosen) {
-      const transfer = new Transfer(file, model, endpoint, config);
-      transfers.push(transfer);
-      list.append(transfer.row);
-      void transfer.start();
-    }
-    // What was chosen again is no longer "interrupted": it resumes (or starts anew).
-    const names = new Set(chosen.map(f => f.name));
-    interrupted.querySelectorAll<HTMLElement>('.jtus-interrupted-item').forEach(item => {
-      if (names.has(item.dataset.filename || '')) {
-        item.remove();
-      }
-    });
-    if (!interrupted.querySelector('.jtus-interrupted-item')) {
-      interrupted.textContent = '';
+      const handle = await handles.take(file);
+      uploader
+        .upload(file, folder(), { handle, overwrite: !!model.get('overwrite') })
+        .catch(err => {
+          message.textContent = String((err as Error)?.message ?? err);
+        });
     }
   };
 
@@ -495,16 +391,19 @@ function render({ model, el }: RenderProps): () => void {
     e.preventDefault();
     e.stopPropagation();
     drop.classList.remove('jtus-over');
-    void add(e.dataTransfer ? Array.from(e.dataTransfer.files) : null);
+    if (handlesSupported()) {
+      // Kept handles let a reload resume with one click (Chromium).
+      handles.fromDrop(e);
+    }
+    void add(e.dataTransfer ? Array.from(e.dataTransfer.files) : []);
   });
 
   return () => {
     for (const name of ['multiple', 'accept', 'path']) {
       model.off(`change:${name}`, sync);
     }
-    for (const t of transfers) {
-      t.stop();
-    }
+    rows?.dispose();
+    uploader.dispose();
   };
 }
 

@@ -452,7 +452,7 @@ def test_pause_and_resume_continue_from_the_server_offset_and_report_a_renamed_l
     assert (lab.root / src.name).read_text() == "someone else's"
     assert sha256(lab.root / "pause-me (1).bin") == big_file[1]
     status = row(page, src.name).locator(".jp-TusUpload-status").text_content()
-    assert "/pause-me (1).bin (the name was taken)" in status
+    assert "done · 100 MiB → pause-me (1).bin (the name was taken)" in status, status
     offset = log.resumed_at(before)
     assert offset >= paused_at
     after = [TusLog.bytes_of(p) for p in log.patches(before)]

@@ -161,8 +161,9 @@ def _upload_50mb(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     expect(rows).to_have_count(2)
     for i in range(2):
         expect(rows.nth(i)).to_have_attribute("data-state", "done")
-        expect(rows.nth(i).locator(".jtus-status")).to_contain_text("Done")
-        expect(rows.nth(i).locator(".jtus-status")).to_contain_text(" → /incoming/")
+        expect(rows.nth(i).locator(".jtus-status")).to_contain_text("done · ")
+        expect(rows.nth(i).locator(".jtus-status")).to_contain_text(" → incoming/")
+    expect(rows.nth(0).locator(".jtus-status")).to_have_text("done · 48 MiB → incoming/big-one.bin")
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match[1] == "big-one.bin"
@@ -221,11 +222,14 @@ def _reload_and_resume(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     expect(page.locator(".jtus")).to_have_count(0)  # the unsaved output is gone
     run_cell(page, 0)
     widget_ready(page)
-    # The widget offers to resume what the reload interrupted.
-    expect(page.locator(".jtus-interrupted")).to_contain_text("big-two.bin")
-    page.set_input_files(".jtus-input", str(src))
-    expect(page.locator(".jtus-interrupted-item")).to_have_count(0)  # it is resuming
+    # The widget offers to resume what the reload interrupted (the same uploader and
+    # words as the file browser's panel).
     row = page.locator(".jtus-file")
+    expect(row).to_have_attribute("data-state", "interrupted")
+    expect(row.locator(".jtus-name")).to_have_text("big-two.bin")
+    expect(row.locator(".jtus-status")).to_contain_text("interrupted at 20% · 10 MiB of 48 MiB")
+    page.set_input_files(".jtus-input", str(src))
+    expect(row).to_have_count(1)  # the interrupted row became the resumed upload
     expect(row).to_have_attribute("data-state", "done")
     assert row.get_attribute("data-upload-id") == upload_id
     assert row.get_attribute("data-resumed-from") == str(hold_at)
@@ -279,7 +283,7 @@ def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: 
     row = page.locator(".jtus-file", has_text="keep.bin")
     row.get_by_role("button", name="Pause").click()
     expect(row).to_have_attribute("data-state", "paused")
-    expect(row.locator(".jtus-status")).to_contain_text("Paused at 2.0 MiB")
+    expect(row.locator(".jtus-status")).to_have_text("paused · 33% · 2.0 MiB of 6.0 MiB")
     keep_id = row.get_attribute("data-upload-id")
     assert offset(keep_id).headers["Upload-Offset"] == str(held_at)
     # someone takes the name meanwhile: the upload lands beside it, and the row says so
@@ -288,19 +292,22 @@ def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: 
     page.unroute("**/api/tus/uploads/**")
     row.get_by_role("button", name="Resume").click()
     expect(row).to_have_attribute("data-state", "done")
-    expect(row.locator(".jtus-status")).to_contain_text(
-        "→ /three/keep (1).bin (the name was taken)"
+    expect(row.locator(".jtus-status")).to_have_text(
+        "done · 6.0 MiB → three/keep (1).bin (the name was taken)"
     )
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match.group(1, 2, 3) == ("keep.bin", digest, "1")
     assert match[4] == str(lab.root_dir / "three" / "keep (1).bin")
 
-    # The same name again, without overwrite: refused at once, in plain words.
+    # The same name again, without overwrite: the widget asks, as the file browser does.
+    # Cancel keeps the existing file; nothing is retried.
     page.set_input_files(".jtus-input", str(keep))
-    clash = page.locator(".jtus-file[data-state='error']", has_text="keep.bin")
-    expect(clash.locator(".jtus-status")).to_contain_text("HTTP 409")
-    expect(clash.locator(".jtus-status")).to_contain_text("Use overwrite=True")
+    clash = page.locator(".jtus-file[data-state='queued']", has_text="keep.bin")
+    expect(clash.locator(".jtus-status")).to_have_text("keep.bin already exists: overwrite?")
+    clash.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".jtus-file[data-state='cancelled']")).to_have_count(1)
+    assert (lab.root_dir / "three" / "keep.bin").read_text() == "someone else's"
 
     # Cancel terminates the upload on the server.
     page.route("**/api/tus/uploads/**", hold)

@@ -1,14 +1,18 @@
 import {
   DEFAULT_SETTINGS,
   MiB,
+  MAX_RETRY_DELAY,
   RateMeter,
   authHeaders,
+  bodySize,
   buildMetadata,
   classifyFailure,
   describeLanding,
   fingerprint,
+  failureMessage,
   formatBytes,
   formatDuration,
+  formatPercent,
   getCookie,
   halveChunk,
   joinPath,
@@ -16,7 +20,10 @@ import {
   normalizeSettings,
   parseFingerprint,
   parseLandedPath,
-  shouldRetry
+  retryDelay,
+  shouldRetry,
+  statusLine,
+  IStatusSource
 } from '../core';
 
 describe('settings', () => {
@@ -103,22 +110,48 @@ describe('authentication', () => {
 describe('failures', () => {
   it('classifies responses', () => {
     expect(classifyFailure('POST', 409, true)).toBe('clash');
-    expect(classifyFailure('PATCH', 409, true)).toBe('retry');
+    expect(classifyFailure('PATCH', 409, true)).toBe('busy');
     expect(classifyFailure('PATCH', 413, false)).toBe('too-large-chunk');
     expect(classifyFailure('POST', 413, true)).toBe('too-large-file');
-    expect(classifyFailure('PATCH', 423, true)).toBe('retry');
-    expect(classifyFailure('PATCH', 502, false)).toBe('retry');
-    expect(classifyFailure('PATCH', undefined, false)).toBe('retry');
+    expect(classifyFailure('PATCH', 423, true)).toBe('busy');
+    expect(classifyFailure('PATCH', 500, true)).toBe('server-error');
+    expect(classifyFailure('PATCH', 502, false)).toBe('server-gone');
+    expect(classifyFailure('PATCH', 503, true)).toBe('server-error');
+    expect(classifyFailure('PATCH', undefined, false)).toBe('network');
     expect(classifyFailure('PATCH', 404, true)).toBe('gone');
+    expect(classifyFailure('PATCH', 410, true)).toBe('gone');
     expect(classifyFailure('PATCH', 404, false)).toBe('server-gone');
-    expect(shouldRetry(classifyFailure('PATCH', 404, false))).toBe(true);
-    expect(shouldRetry(classifyFailure('PATCH', 404, true))).toBe(false);
-    expect(shouldRetry(classifyFailure('POST', 409, true))).toBe(false);
-    expect(shouldRetry(classifyFailure('PATCH', 413, false))).toBe(false);
+    expect(classifyFailure('POST', 401, false)).toBe('unauthorized');
     expect(classifyFailure('POST', 403, true)).toBe('forbidden');
-    expect(classifyFailure('POST', 400, true)).toBe('forbidden');
+    expect(classifyFailure('POST', 400, true)).toBe('refused');
+    expect(classifyFailure('HEAD', 302, false)).toBe('server-gone');
   });
-  it('halves the chunk size down to a floor after a 413', () => {
+  it('retries what time may fix, and only that', () => {
+    const retried = ['network', 'server-gone', 'server-error', 'busy', 'stalled'] as const;
+    const final = [
+      'clash',
+      'too-large-chunk',
+      'too-large-file',
+      'gone',
+      'unauthorized',
+      'forbidden',
+      'refused',
+      'unreadable'
+    ] as const;
+    retried.forEach(k => expect(shouldRetry(k)).toBe(true));
+    final.forEach(k => expect(shouldRetry(k)).toBe(false));
+  });
+  it('backs off exponentially up to 30 s, for ever', () => {
+    const waits = Array.from({ length: 12 }, (_, i) => retryDelay(i));
+    expect(waits).toEqual([
+      0, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000, 30000
+    ]);
+    expect(retryDelay(1e6)).toBe(MAX_RETRY_DELAY);
+    expect(retryDelay(0, [])).toBe(2000);
+    expect(retryDelay(2, [0, 500])).toBe(2000);
+    expect(retryDelay(0, [90_000])).toBe(MAX_RETRY_DELAY);
+  });
+  it('halves the refused body down to a floor after a 413', () => {
     let c: number | null = 8 * MiB;
     const seen: number[] = [];
     while (c !== null) {
@@ -128,6 +161,73 @@ describe('failures', () => {
     expect(seen).toEqual([8 * MiB, 4 * MiB, 2 * MiB, 1 * MiB]);
     expect(halveChunk(Infinity, MiB)).toBe(4 * MiB);
     expect(halveChunk(3 * MiB, 2 * MiB)).toBe(2 * MiB);
+    // A 3 MiB file sent with 8 MiB chunks: the body was 3 MiB, so the next is 1.5 MiB.
+    expect(halveChunk(bodySize(8 * MiB, 0, 3 * MiB), 64 * 1024)).toBe(1.5 * MiB);
+    expect(bodySize(8 * MiB, 10 * MiB, 12 * MiB)).toBe(2 * MiB);
+  });
+  it('says why in plain words', () => {
+    expect(failureMessage('forbidden', { folder: 'data', detail: 'read-only' })).toBe(
+      'no permission to upload to data/: read-only'
+    );
+    expect(failureMessage('forbidden', { folder: '' })).toBe('no permission to upload to /');
+    expect(failureMessage('refused', { status: 400 })).toBe('the server refused the upload (400)');
+    expect(failureMessage('network')).toBe('connection lost');
+    expect(failureMessage('server-error', { status: 500 })).toBe('server error (500)');
+  });
+});
+
+describe('status lines', () => {
+  const base: IStatusSource = {
+    state: 'uploading',
+    sent: 12 * MiB,
+    size: 40 * MiB,
+    folder: 'data',
+    path: 'data/x.csv',
+    rate: 0,
+    error: '',
+    note: '',
+    chunkNote: '',
+    retryReason: '',
+    retryAt: null,
+    offline: false,
+    landedPath: null,
+    hasHandle: false,
+    question: ''
+  };
+  const line = (s: Partial<IStatusSource>, now = 0) => statusLine({ ...base, ...s }, now);
+  it('says the same thing the same way in every state', () => {
+    expect(line({})).toBe('30% · 12 MiB of 40 MiB');
+    expect(line({ rate: 4 * MiB })).toBe('30% · 12 MiB of 40 MiB · 4.0 MiB/s · 7s left');
+    expect(line({ state: 'retrying', retryReason: 'connection lost', retryAt: 12_000 })).toBe(
+      'connection lost, retrying in 12s · 30% · 12 MiB of 40 MiB'
+    );
+    expect(line({ state: 'retrying', retryReason: 'connection lost' })).toBe(
+      'connection lost, retrying now · 30% · 12 MiB of 40 MiB'
+    );
+    expect(line({ state: 'retrying', offline: true })).toBe(
+      'offline, waiting for the network · 30% · 12 MiB of 40 MiB'
+    );
+    expect(line({ state: 'paused' })).toBe('paused · 30% · 12 MiB of 40 MiB');
+    expect(line({ state: 'failed', error: 'no permission to upload to data/' })).toBe(
+      'failed · 30% · no permission to upload to data/'
+    );
+    expect(line({ state: 'done', sent: 40 * MiB })).toBe('done · 40 MiB → data/x.csv');
+    expect(line({ state: 'done', landedPath: 'data/x (1).csv' })).toBe(
+      'done · 40 MiB → data/x (1).csv (the name was taken)'
+    );
+    expect(line({ state: 'cancelled', note: 'resumed at 1 MiB' })).toBe('cancelled');
+    expect(line({ state: 'interrupted' })).toBe(
+      'interrupted at 30% · 12 MiB of 40 MiB → data/ · Resume and pick the file again'
+    );
+    expect(line({ state: 'interrupted', hasHandle: true, folder: '' })).toBe(
+      'interrupted at 30% · 12 MiB of 40 MiB → / · click Resume'
+    );
+    expect(line({ state: 'queued', question: 'x.csv already exists: overwrite?' })).toBe(
+      'x.csv already exists: overwrite?'
+    );
+    expect(line({ note: 'resumed at 3.0 MiB', chunkNote: 'chunks of 1.0 MiB (proxy limit)' })).toBe(
+      '30% · 12 MiB of 40 MiB · resumed at 3.0 MiB · chunks of 1.0 MiB (proxy limit)'
+    );
   });
 });
 
@@ -152,6 +252,12 @@ describe('rate and ETA', () => {
     expect(formatBytes(0)).toBe('0 B');
     expect(formatBytes(1536)).toBe('1.5 KiB');
     expect(formatBytes(100 * MiB)).toBe('100 MiB');
+    expect(formatBytes(52_100)).toBe('51 KiB');
+    expect(formatBytes(9.96 * 1024)).toBe('10 KiB');
+    expect(formatBytes(1023.9 * 1024)).toBe('1.0 MiB');
+    expect(formatPercent(0.2999)).toBe('29%');
+    expect(formatPercent(1)).toBe('100%');
+    expect(formatPercent(NaN)).toBe('0%');
     expect(formatDuration(null)).toBe('–');
     expect(formatDuration(42)).toBe('42s');
     expect(formatDuration(125)).toBe('2m 5s');
@@ -167,10 +273,10 @@ describe('landed path', () => {
     expect(parseLandedPath('%E0%A4%A')).toBeNull();
   });
   it('says when the name was taken', () => {
-    expect(describeLanding('data/a.csv', 'data/a.csv')).toBe('/data/a.csv');
-    expect(describeLanding('data/a.csv', null)).toBe('/data/a.csv');
+    expect(describeLanding('data/a.csv', 'data/a.csv')).toBe('data/a.csv');
+    expect(describeLanding('data/a.csv', null)).toBe('data/a.csv');
     expect(describeLanding('data/a.csv', 'data/a (1).csv')).toBe(
-      '/data/a (1).csv (the name was taken)'
+      'data/a (1).csv (the name was taken)'
     );
   });
 });
