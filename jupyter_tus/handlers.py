@@ -22,14 +22,14 @@ import urllib.parse
 from collections.abc import Awaitable
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from . import protocol
+from . import cors, protocol
 from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadLock
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
@@ -175,6 +175,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Tus-Resumable", TUS_VERSION)
+        cors.set_default_headers(self)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 412:
@@ -220,6 +221,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 stream.read_chunk_size = BODY_CHUNK // 2
         try:
             await super().prepare()
+            if cors.is_allowed_preflight(self):
+                return  # carries no credentials; options() answers it
             if self.request.method in ("GET", "HEAD", "OPTIONS"):
                 await self._authorize_read()
             else:
@@ -445,9 +448,13 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         landed = self.manager.landed_relative(info)
         return {} if landed is None else {LANDED_PATH_HEADER: urllib.parse.quote(landed)}
 
+    @allow_unauthenticated  # for CORS preflights: prepare authenticates any other OPTIONS
     @tus_errors
     async def options(self, *args: str, **kwargs: str) -> None:
         self.raise_refusal()
+        if cors.is_allowed_preflight(self):
+            cors.answer_preflight(self)
+            return
         self.set_header("Tus-Version", ",".join(protocol.SUPPORTED_VERSIONS))
         self.set_header("Tus-Extension", ",".join(protocol.EXTENSIONS))
         self.set_header("Tus-Checksum-Algorithm", ",".join(CHECKSUM_ALGORITHMS))
