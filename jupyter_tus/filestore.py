@@ -364,6 +364,10 @@ class FileStore:
         self._save_info(info)
         try:
             open(self._data_path(info.id), "xb").close()
+            if self.durability is Durability.ALWAYS:
+                # the record's fsync of the folder came before this name: an
+                # acknowledged byte must not lose its file to a power cut
+                _fsync_dir(self.directory)
         except OSError as exc:
             self._info_path(info.id).unlink(missing_ok=True)
             if _no_space(exc):
@@ -522,6 +526,8 @@ class FileStore:
                 path.unlink()
         with contextlib.suppress(FileNotFoundError):
             self._lock_path(upload_id).unlink()
+        if self._fsync:  # a power cut must not bring a terminated upload back
+            _fsync_dir(self.directory)
 
     def declare_length(self, upload_id: str, size: int) -> FileInfo:
         info = self.get_info(upload_id)
@@ -644,7 +650,7 @@ class FileStore:
         Every step can be redone after a crash (see ``recover``)."""
         data = self._data_path(info.id)
         *folders, name = self.workspace.relative_parts(info.path)
-        with self.workspace.open_folder(folders) as dir_fd:
+        with self.workspace.open_folder(folders, sync=self._fsync) as dir_fd:
             src, src_dir_fd = str(data), None
             if os.stat(data).st_dev != os.fstat(dir_fd).st_dev:
                 src, src_dir_fd = f".{info.id}.tus-tmp", dir_fd
@@ -744,6 +750,13 @@ class FileStore:
         """The uploads the last ``recover()`` could not repair, with why."""
         return dict(self._quarantined)
 
+    def _cut_back(self, f: BinaryIO, size: int) -> None:
+        """Truncate unverified bytes away, durably before the record that stops
+        counting them is (or a power cut could count them again)."""
+        f.truncate(size)
+        if self._fsync:
+            os.fsync(f.fileno())
+
     def _remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / name)
@@ -788,7 +801,7 @@ class FileStore:
         pending = info.unverified_from
         if pending is not None:
             with open(data, "r+b") as f:
-                f.truncate(pending)
+                self._cut_back(f, pending)
             info.unverified_from = None
             self._save_info(info)
             return f"cut {info.id} back to its last verified offset {pending}"
@@ -943,7 +956,7 @@ class FileChunkWriter:
         info = self.info
         try:
             if self._checksum and self._hasher.digest() != self._checksum.digest:
-                self._file.truncate(self.start)
+                self.store._cut_back(self._file, self.start)
                 self._close()
                 self._clear_unverified()
                 raise ChecksumMismatch(
@@ -966,7 +979,7 @@ class FileChunkWriter:
         with one they cannot be verified, so the upload goes back to where it was."""
         if not self._file.closed:
             if self._checksum:
-                self._file.truncate(self.start)
+                self.store._cut_back(self._file, self.start)
             self._close()
         self._clear_unverified()
         return self.store.get_info(self.info.id)

@@ -128,9 +128,12 @@ class Workspace:
                 )
 
     @contextlib.contextmanager
-    def open_folder(self, parts: list[str], *, create: bool = True) -> Iterator[int]:
+    def open_folder(
+        self, parts: list[str], *, create: bool = True, sync: bool = False
+    ) -> Iterator[int]:
         """A descriptor of the folder ``root/parts``, each step checked; missing folders
-        are created (mode 0o777 minus the umask, as the contents manager makes them).
+        are created (mode 0o777 minus the umask, as the contents manager makes them),
+        and with ``sync`` each new one is made durable in its parent (fsync).
 
         Raises LandingRefused when a step is a file, leads out of the root or into a
         hidden folder; OSError for what may pass (EACCES, EROFS, ENOSPC, EIO)."""
@@ -147,6 +150,8 @@ class Workspace:
                         raise
                     with contextlib.suppress(FileExistsError):  # made meanwhile: fine
                         os.mkdir(part, 0o777, dir_fd=fd)
+                        if sync:
+                            os.fsync(fd)
                     nxt = _open_dir(part, fd)
                 except NotADirectoryError:
                     raise LandingRefused(
