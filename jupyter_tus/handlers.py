@@ -547,6 +547,7 @@ class UploadsHandler(TusHandler):
             return length.strip() not in ("", "0")
         return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def post(self) -> None:
         if self._info is not None:
@@ -576,6 +577,7 @@ class UploadsHandler(TusHandler):
         self.set_status(201)
         self.finish()
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def get(self) -> None:
         """Not part of tus: this server's uploads as JSON, ``{"uploads": [...]}``, each
@@ -632,6 +634,7 @@ class UploadHandler(TusHandler):
         self.check_body_fits(info, offset)
         self.start_writing(self.manager.store.open_writer(upload_id, offset, checksum))
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def head(self, upload_id: str) -> None:
         self.raise_refusal()
@@ -654,6 +657,7 @@ class UploadHandler(TusHandler):
 
     _completed_by_length: FileInfo | None = None
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def patch(self, upload_id: str) -> None:
         self.raise_refusal()
@@ -666,6 +670,7 @@ class UploadHandler(TusHandler):
         self.set_status(204)
         self.finish()
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def delete(self, upload_id: str) -> None:
         self.raise_refusal()
@@ -673,6 +678,7 @@ class UploadHandler(TusHandler):
         self.set_status(204)
         self.finish()
 
+    @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def get(self, upload_id: str) -> None:
         self.raise_refusal()
