@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
 
-from ..browser.conftest import CHROMIUM_ARGS, chromium_path
+from ..browser.conftest import browser  # noqa: F401 - the one Chromium fixture
 from ..servers import (  # noqa: F401 - fixtures
     JupyterProcess,
     free_port,
@@ -93,16 +92,6 @@ class PageServer:
 def page_server(tmp_path_factory) -> Iterator[PageServer]:
     with PageServer(tmp_path_factory.mktemp("page")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Module scope: Playwright's event loop must be gone before other tests (pytest-jupyter's
-    # in-process servers) run in this session.
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _jupyter(base: Path, *args: str) -> JupyterProcess:
