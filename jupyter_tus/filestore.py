@@ -119,6 +119,11 @@ def _no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+class NotARecord(UploadNotFound):
+    """An ``<id>.info`` that is not one of the store's records (another program's
+    file, or one cut by a power loss without fsync): left alone, never an upload."""
+
+
 class UploadLock:
     """An exclusive lock on one upload: ``flock`` on ``<id>.lock``.
 
@@ -268,8 +273,9 @@ class FileStore:
     # ------------------------------------------------------------------ info files
 
     def _read_info(self, upload_id: str) -> FileInfo:
-        """The record of ``upload_id``. ValueError when the file there is not a record
-        of this store (not JSON, or not naming its own id): it is left alone."""
+        """The record of ``upload_id``. NotARecord (an UploadNotFound) when the file
+        there is not a record of this store (not JSON, or not naming its own id): the
+        store leaves it alone and no request sees it as an upload."""
         if upload_id in self._quarantined:
             raise UploadQuarantined(
                 f"upload {upload_id} could not be recovered when the server started"
@@ -281,8 +287,10 @@ class FileStore:
                 data = json.load(f)
         except FileNotFoundError:
             raise UploadNotFound(f"upload {upload_id} not found") from None
+        except ValueError:  # not JSON, or not UTF-8
+            data = None
         if not isinstance(data, dict) or data.get("id") != upload_id:
-            raise ValueError(f"{upload_id}.info is not an upload record")
+            raise NotARecord(f"upload {upload_id} not found")
         return FileInfo.from_json(data)
 
     def _save_info(self, info: FileInfo) -> None:
@@ -447,7 +455,7 @@ class FileStore:
         infos = []
         if self.directory.is_dir():
             for path in self.directory.glob("*.info"):
-                with contextlib.suppress(UploadNotFound, UploadQuarantined, ValueError):
+                with contextlib.suppress(UploadNotFound, UploadQuarantined):
                     infos.append(self.get_info(path.name[: -len(".info")]))
         return sorted(infos, key=lambda i: i.created, reverse=True)
 
@@ -764,7 +772,7 @@ class FileStore:
     def _recover_locked(self, upload_id: str) -> str | None:
         try:
             info = self._read_info(upload_id)
-        except ValueError:
+        except NotARecord:
             return f"left alone {upload_id}.info: not an upload record"
         except UploadNotFound:
             return None

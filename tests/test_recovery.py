@@ -274,3 +274,14 @@ def test_a_server_with_a_foreign_staging_folder_says_which_setting_to_change(tmp
         assert sorted(os.listdir(root / ".tus")) == ["poetry.lock"]
     finally:
         proc.stop()
+
+
+async def test_a_file_named_like_a_record_is_never_an_upload(tus, staging):
+    uid = "R" * 32
+    (staging / f"{uid}.info").write_text("{not json")
+    (staging / uid).write_bytes(b"someone's bytes")
+    for method in ("HEAD", "GET", "DELETE"):
+        assert (await tus.request(method, uid)).code == 404
+    assert (await tus.patch(uid, 0, b"x")).code == 404
+    assert (staging / f"{uid}.info").read_text() == "{not json"
+    assert (staging / uid).read_bytes() == b"someone's bytes"
