@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,9 @@ from ..servers import JupyterProcess
 
 MiB = 1024 * 1024
 SIZE = 50 * 1000 * 1000
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "test-results"
+DOCS_SCREENSHOT = REPO / "docs" / "images" / "notebook-widget.png"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update"]  # fmt: skip
@@ -164,6 +168,12 @@ def _upload_50mb(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
         expect(rows.nth(i).locator(".jtus-status")).to_contain_text("done · ")
         expect(rows.nth(i).locator(".jtus-status")).to_contain_text(" → incoming/")
     expect(rows.nth(0).locator(".jtus-status")).to_have_text("done · 48 MiB → incoming/big-one.bin")
+    # The widget's cell, for the docs (written there when missing or UPDATE_DOCS_SCREENSHOTS=1).
+    RESULTS.mkdir(exist_ok=True)
+    shot = RESULTS / "notebook-widget.png"
+    cells(page).first.screenshot(path=str(shot))
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copyfile(shot, DOCS_SCREENSHOT)
     run_cell(page, 1)
     match = kernel_report(page, 1)
     assert match[1] == "big-one.bin"

@@ -1,0 +1,88 @@
+"""The Jupyter server stops in the middle of an upload from the file browser: the row says
+the connection is lost and that it is retrying (never "failed"), and once the server is
+back the upload goes on from the server's offset and lands intact. A module of its own:
+the `lab` fixture (module scope) it kills and restarts is not shared with other tests."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from .conftest import Lab, MiB, sha256
+from .test_filebrowser_upload import TusLog, named_copy, row, upload_with_button, wait_progress
+
+RETRYING = re.compile(r"^connection lost, retrying (in \d+s|now) · \d+% · ")
+
+
+def status_of(page, name: str) -> tuple[str, str]:
+    li = row(page, name)
+    return li.get_attribute("data-state"), li.locator(".jp-TusUpload-status").inner_text()
+
+
+def test_server_stopped_mid_upload_retries_then_lands(
+    lab: Lab, open_lab, big_file, tmp_path, results_dir
+):
+    src = named_copy(big_file[0], tmp_path, "through-a-restart.bin")
+    size = src.stat().st_size
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=10 * MiB)
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_progress(page, src.name, 0.3)
+    upload_url = log.patches()[0].url
+
+    lab.process.kill()  # SIGKILL: no goodbye, connections refused from now on
+    down = log.mark()
+    page.wait_for_function(
+        """(name) => [...document.querySelectorAll('.jp-TusUpload')].some(
+            li => li.querySelector('.jp-TusUpload-name').textContent === name
+                  && li.dataset.state === 'retrying'
+                  && li.querySelector('.jp-TusUpload-status').textContent
+                       .startsWith('connection lost, retrying'))""",
+        arg=src.name,
+        timeout=30_000,
+    )
+    state, text = status_of(page, src.name)
+    assert RETRYING.match(text), text
+    assert "/s" not in text and "left" not in text, text  # no speed from a dead server
+    page.screenshot(
+        path=str(results_dir / "filebrowser-retrying.png"),
+        clip={"x": 0, "y": 0, "width": 720, "height": 720},
+    )
+    # The server stays away for a while: the upload keeps retrying and never fails.
+    seen = set()
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        state, text = status_of(page, src.name)
+        seen.add(state)
+        assert state == "retrying", text
+        time.sleep(0.25)
+    assert len([r for r in log.requests[down:] if r.method == "HEAD"]) >= 2, "it kept trying"
+
+    lab.process.start()
+    back = log.mark()
+    page.wait_for_function(
+        """(name) => [...document.querySelectorAll('.jp-TusUpload')].some(
+            li => li.querySelector('.jp-TusUpload-name').textContent === name
+                  && li.dataset.state === 'done')""",
+        arg=src.name,
+        timeout=90_000,
+    )
+
+    assert sha256(lab.root / src.name) == big_file[1]
+    assert len(log.posts()) == 1, "resumed, never started again"
+    assert {p.url for p in log.patches()} == {upload_url}
+    # The first answered HEAD after the restart gave the offset the next PATCH started at,
+    # and only the rest of the file was sent.
+    heads = [
+        r
+        for r in log.requests[down:]
+        if r.method == "HEAD" and r.response() is not None and r.response().status == 200
+    ]
+    assert heads, "no HEAD answered after the restart"
+    offset = int(heads[0].response().headers["upload-offset"])
+    after = [TusLog.bytes_of(p) for p in log.patches(back) if p.response() is not None]
+    assert after and after[0][0] == offset
+    assert sum(n for _, n in after) == size - offset
+    state, text = status_of(page, src.name)
+    assert text == f"done · 100 MiB → {src.name}", text
