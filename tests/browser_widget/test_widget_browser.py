@@ -339,3 +339,72 @@ def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: 
     run_cell(page, 3)
     output = cells(page).nth(3).locator(".jp-OutputArea-output")
     expect(output).to_contain_text("ERROR: Uploads are not possible")
+
+
+def test_widget_upload_resumes_in_the_file_browser(in_browser, lab, tmp_path):
+    in_browser(lambda page: _widget_then_file_browser(page, lab, tmp_path))
+
+
+def _widget_then_file_browser(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
+    """One fingerprint for both front ends: an upload started in the widget, cut by a
+    reload, is listed by the file browser's Uploads panel and finished from there with
+    only the remaining bytes sent."""
+    src = tmp_path / "started-in-widget.bin"
+    digest = random_file(src, 24 * MiB)
+    chunk = 2 * MiB
+    hold_at = 4 * chunk
+    notebook(
+        lab.root_dir / "four.ipynb",
+        f"import jupyter_tus\nw = jupyter_tus.UploadWidget(path='shared', chunk_size={chunk})\nw",
+    )
+    open_notebook(page, lab, "four.ipynb")
+    run_cell(page, 0)
+    widget_ready(page)
+
+    def hold(route):  # the link goes down at hold_at, until the reload
+        request = route.request
+        if request.method == "PATCH" and int(request.headers.get("upload-offset", 0)) >= hold_at:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/tus/uploads/**", hold)
+    with page.expect_request(
+        lambda r: r.method == "PATCH" and r.headers.get("upload-offset") == str(hold_at)
+    ):
+        page.set_input_files(".jtus-input", str(src))
+    widget_row = page.locator(".jtus-file")
+    expect(widget_row).to_have_attribute("data-state", "retrying")
+    expect(widget_row.locator(".jtus-status")).to_contain_text("connection lost, retrying")
+    upload_id = widget_row.get_attribute("data-upload-id")
+
+    seen = []
+    page.reload()
+    page.unroute("**/api/tus/uploads/**")
+    page.on("request", lambda r: "/api/tus/uploads" in r.url and seen.append(r))
+    panel_row = page.locator(
+        ".jp-TusUpload", has=page.locator(".jp-TusUpload-name", has_text=src.name)
+    )
+    expect(panel_row).to_have_attribute("data-state", "interrupted")
+    expect(panel_row.locator(".jp-TusUpload-status")).to_contain_text(
+        "interrupted at 33% · 8.0 MiB of 24 MiB → shared/"
+    )
+    with page.expect_file_chooser() as chooser:
+        panel_row.locator(".jp-TusUpload-resume").click()
+    chooser.value.set_files(str(src))
+    expect(panel_row).to_have_attribute("data-state", "done")
+    expect(panel_row.locator(".jp-TusUpload-status")).to_have_text(
+        f"done · 24 MiB → shared/{src.name}"
+    )
+
+    assert hashlib.sha256((lab.root_dir / "shared" / src.name).read_bytes()).hexdigest() == digest
+    assert not [r for r in seen if r.method == "POST"], "resumed, not started again"
+    patches = [r for r in seen if r.method == "PATCH"]
+    assert {r.url.rsplit("/", 1)[1] for r in patches} == {upload_id}
+    assert int(patches[0].headers["upload-offset"]) == hold_at
+    sent = 0
+    for r in patches:  # bytes each PATCH carried: the offsets before and after it
+        response = r.response()
+        assert response is not None and response.status == 204
+        sent += int(response.headers["upload-offset"]) - int(r.headers["upload-offset"])
+    assert sent == 24 * MiB - hold_at
