@@ -1,14 +1,16 @@
-"""The Jupyter server stops in the middle of an upload from the file browser: the row says
-the connection is lost and that it is retrying (never "failed"), and once the server is
-back the upload goes on from the server's offset and lands intact. A module of its own:
-the `lab` fixture (module scope) it kills and restarts is not shared with other tests."""
+"""Lost connections never end an upload from the file browser. The Jupyter server stops in
+the middle of an upload: the row says the connection is lost and that it is retrying (never
+"failed"), and once the server is back the upload goes on from the server's offset and lands
+intact. The browser goes offline for a second every few seconds: each time the row waits
+for the network, then goes on. A module of its own: the `lab` fixture (module scope) these
+tests kill and restart is not shared with other tests."""
 
 from __future__ import annotations
 
 import re
 import time
 
-from .conftest import Lab, MiB, sha256
+from .conftest import Lab, MiB, sha256, wait_until
 from .test_filebrowser_upload import TusLog, named_copy, row, upload_with_button, wait_progress
 
 RETRYING = re.compile(r"^connection lost, retrying (in \d+s|now) · \d+% · ")
@@ -86,3 +88,61 @@ def test_server_stopped_mid_upload_retries_then_lands(
     assert sum(n for _, n in after) == size - offset
     state, text = status_of(page, src.name)
     assert text == f"done · 100 MiB → {src.name}", text
+
+
+def test_a_link_that_drops_every_few_seconds_still_lands(
+    lab: Lab, open_lab, big_file, tmp_path, results_dir
+):
+    """DevTools' offline emulation (navigator.onLine false, requests fail) for 1 s every
+    3 s while 100 MB go up at 20 MB/s."""
+    src = named_copy(big_file[0], tmp_path, "flaky-link.bin")
+    size = src.stat().st_size
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=None)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+
+    def link(offline: bool) -> None:
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": offline,
+                "latency": 0,
+                "downloadThroughput": -1,
+                "uploadThroughput": 20 * MiB,
+            },
+        )
+
+    link(False)
+    log = TusLog(page)
+    upload_with_button(page, src)
+    wait_progress(page, src.name, 0.1)
+
+    drops = 0
+    waited: list[str] = []
+    last = ""
+    while drops < 40:
+        time.sleep(2)
+        if row(page, src.name).get_attribute("data-state") == "done":
+            break
+        link(True)
+        drops += 1
+        time.sleep(1)
+        last = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
+        if last.startswith("offline, waiting for the network"):
+            waited.append(last)
+        link(False)
+    wait_until(
+        lambda: row(page, src.name).get_attribute("data-state") == "done",
+        timeout=60,
+        what="the upload done",
+    )
+
+    assert drops >= 2, "the link dropped during the upload"
+    assert waited, f"the row never said it waits for the network (last: {last})"
+    assert sha256(lab.root / src.name) == big_file[1]
+    assert len(log.posts()) == 1, "one upload all along"
+    accepted = [TusLog.bytes_of(p) for p in log.patches() if p.response() is not None]
+    assert sum(n for _, n in accepted) == size, "every byte landed once"
+    # At most one chunk in flight is lost per drop.
+    assert len(log.patches()) <= size // (8 * MiB) + 1 + drops
