@@ -3,12 +3,16 @@
 A power cut cannot be simulated in a test, and a suite that passes with every fsync
 removed proves nothing about them. So the calls that make bytes and names durable are
 recorded as they happen: ``os.fsync``/``os.fdatasync``/``os.sync`` and the name
-operations ``os.rename``/``os.replace``/``os.link``/``os.unlink``/``os.remove``
-(``*_dir_fd`` variants included, a descriptor resolved through ``/proc/self/fd``),
-each wrapped to record an event and call through. A sync event carries the identity
-(st_dev, st_ino) of the file and a sha256 of its content *at the moment of the sync*,
-so "fsynced after its last byte was written" is checked without tracking the writes
-themselves: the content synced must be the content the call leaves behind.
+operations ``os.rename``/``os.replace``/``os.link``/``os.unlink``/``os.remove``/
+``os.mkdir`` (``*_dir_fd`` variants included, a descriptor resolved through
+``/proc/self/fd``), each wrapped to record an event and call through. A sync event
+carries the identity (st_dev, st_ino) of the file and a sha256 of its content *at the
+moment of the sync*, so "fsynced after its last byte was written" is checked without
+tracking the writes themselves: the content synced must be the content the call leaves
+behind. Likewise the sync of a folder carries the names the folder holds at that moment,
+so "synced after that name was made (or removed)" is checked without tracking how the
+store made it: the names synced must hold it (or not). An ``.info`` move also carries
+the identity and sha256 of the data file beside it at the moment of the move.
 
 The rules are orderings, not an exact sequence, so that refactors that keep the
 guarantees keep the test green:
@@ -27,20 +31,41 @@ guarantees keep the test green:
 (d) after the landing link/rename, the destination's directory is synced before the
     call returns.
 (e) ``never``: no fsync, fdatasync or sync at all, in any thread.
+(f) ``always``/``complete``: the data file's name is durable: the staging folder is
+    synced while it holds ``<id>`` (so after new_upload made it) -- with ``always``
+    before the upload's first write returns (its acknowledgement; for a final
+    concatenation, before the concatenation returns), with ``complete`` before the
+    completing call returns (the sync after the completion record).
+(g) ``always``/``complete``: every folder a store call makes in the workspace (a
+    landing into folders that do not exist yet) is durable in its parent: the parent is
+    synced while it holds the new folder, before the call returns.
+(h) ``always``/``complete``: a cut-back (a checksummed write cut back to where it
+    began: a checksum mismatch, a body that ended early, recovery after a crash before
+    the verdict) syncs the data file with the content it was cut back to, after the
+    last moment it was seen longer, before the ``.info`` that clears
+    ``unverified_from`` (and so counts the file's bytes again) is installed.
+(i) ``always``/``complete``: a termination (``terminate``, and the removal of the
+    partial uploads a concatenation used) syncs the staging folder, without the
+    upload's ``<id>`` and ``<id>.info``, before the call returns.
 
 Each mode drives: ``a``, three writes (the middle one checksummed), landing with a
 link; ``b``, two writes (the completing one checksummed), landing with a rename over
 an existing file; two partial uploads and their concatenation ``c``, which completes
-without a write's commit, so that even ``always`` needs the completion's own fsync.
+without a write's commit, so that even ``always`` needs the completion's own fsync;
+``n``, landing in ``new/deeper/``, two folders the landing makes; ``h``, a checksummed
+write cut back three times (a wrong checksum, an aborted writer, a crash and
+``recover()`` in a new store), then the rest written and landed; ``t``, terminated
+after a write. Rules (g), (h) and (i) count what they checked, and the test asserts
+that these scenarios were among it (2 folders, 3 cut-backs, 3 terminations).
 Once with the staging folder beside the workspace, once on /dev/shm (landing then goes
 through a copy beside the destination, whose fsync rule (b) requires).
 
-Only syncs made by the thread that drives the store count for (a)-(d). The store's
-background writeback (``_writeback_and_close``: an ``fdatasync`` on a duplicate
-descriptor every ``WRITEBACK_EVERY`` bytes with ``complete``) runs in a thread of its
-own, nobody waits for it, and it may run before or after the rename it would have to
-precede: it is a head start for the completion fsync, never a substitute. It does
-count for (e) (it must not happen with ``never``), and
+Only syncs made by the thread that drives the store count for (a)-(d) and (f)-(i).
+The store's background writeback (``_writeback_and_close``: an ``fdatasync`` on a
+duplicate descriptor every ``WRITEBACK_EVERY`` bytes with ``complete``) runs in a
+thread of its own, nobody waits for it, and it may run before or after the rename it
+would have to precede: it is a head start for the completion fsync, never a
+substitute. It does count for (e) (it must not happen with ``never``), and
 ``test_background_writeback_is_not_the_completion_fsync`` makes one happen after the
 last byte, where it *could* satisfy (b) by chance, to show that it does not.
 """
@@ -65,7 +90,7 @@ import pytest
 
 from jupyter_tus import filestore as fs
 from jupyter_tus.filestore import FileStore
-from jupyter_tus.store import Checksum, FileInfo
+from jupyter_tus.store import Checksum, ChecksumMismatch, FileInfo
 
 SYNCS = ("fsync", "fdatasync", "sync")
 MOVES = ("rename", "replace", "link")
@@ -86,13 +111,16 @@ def real_name(path: str | os.PathLike) -> str:
 @dataclass
 class Event:
     index: int
-    op: str  # fsync fdatasync sync rename replace link unlink mark
-    path: str = ""  # the synced file or folder, a move's source, the unlinked name
+    op: str  # fsync fdatasync sync rename replace link unlink mkdir mark
+    path: str = ""  # the synced file or folder, a move's source, the unlinked or made name
     dst: str = ""  # a move's destination
     inode: tuple[int, int] | None = None  # of the synced file / the moved source
     is_dir: bool = False
     digest: str | None = None  # sha256 of the synced file / the moved .info, at the call
     record: dict | None = None  # the JSON an .info move installs
+    entries: frozenset[str] | None = None  # the names in a synced folder, at the call
+    data: tuple[tuple[int, int], str] | None = None  # an .info move: its data file's
+    # (inode, sha256) at the call
     sizes: dict[str, int] = field(default_factory=dict)  # watched data files at the call
     caller: bool = True  # made by the thread that drives the store
     label: str = ""  # marks: the store call that begins or ends
@@ -108,7 +136,9 @@ class Recorder:
         self.other_thread_sync = threading.Event()
         self._lock = threading.Lock()
         self._caller = threading.get_ident()
-        self._real = {name: getattr(os, name) for name in (*SYNCS, *MOVES, "unlink", "remove")}
+        self._real = {
+            name: getattr(os, name) for name in (*SYNCS, *MOVES, "unlink", "remove", "mkdir")
+        }
         for name in ("fsync", "fdatasync"):
             monkeypatch.setattr(os, name, self._sync_wrapper(name))
         monkeypatch.setattr(os, "sync", self._global_sync)
@@ -116,6 +146,7 @@ class Recorder:
             monkeypatch.setattr(os, name, self._move_wrapper(name))
         for name in ("unlink", "remove"):
             monkeypatch.setattr(os, name, self._unlink_wrapper(name))
+        monkeypatch.setattr(os, "mkdir", self._mkdir)
 
     # -------------------------------------------------------------- recording
 
@@ -142,14 +173,22 @@ class Recorder:
             st = os.fstat(fd)
             is_dir = stat.S_ISDIR(st.st_mode)
             path = os.readlink(f"/proc/self/fd/{fd}")
-            digest = None
+            digest = entries = None
             if stat.S_ISREG(st.st_mode):
                 with open(f"/proc/self/fd/{fd}", "rb") as f:  # a new description: any fd
                     digest = sha(f.read())
+            if is_dir:  # what the sync makes durable: the names in the folder now
+                entries = frozenset(os.listdir(f"/proc/self/fd/{fd}"))
             result = real(fd)
             self._add(
                 Event(
-                    0, name, path=path, inode=(st.st_dev, st.st_ino), is_dir=is_dir, digest=digest
+                    0,
+                    name,
+                    path=path,
+                    inode=(st.st_dev, st.st_ino),
+                    is_dir=is_dir,
+                    digest=digest,
+                    entries=entries,
                 )
             )
             return result
@@ -170,13 +209,16 @@ class Recorder:
                 st = os.stat(s, follow_symlinks=follow)
             except OSError:  # the call itself fails the same way: nothing to record
                 return real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, **kw)
-            digest = record = None
+            digest = record = data = None
             if d.endswith(".info") and stat.S_ISREG(st.st_mode):
                 with open(s, "rb") as f:
                     content = f.read()
                 digest = sha(content)
                 with contextlib.suppress(ValueError):
                     record = json.loads(content)
+                with contextlib.suppress(OSError), open(d[: -len(".info")], "rb") as f:
+                    beside = os.fstat(f.fileno())
+                    data = ((beside.st_dev, beside.st_ino), sha(f.read()))
             result = real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, **kw)
             self._add(
                 Event(
@@ -187,6 +229,7 @@ class Recorder:
                     inode=(st.st_dev, st.st_ino),
                     digest=digest,
                     record=record,
+                    data=data,
                 )
             )
             return result
@@ -203,6 +246,26 @@ class Recorder:
             return result
 
         return wrapper
+
+    def _mkdir(self, path, mode=0o777, *, dir_fd=None):
+        p = _resolve(path, dir_fd)
+        result = self._real["mkdir"](path, mode, dir_fd=dir_fd)
+        self._add(Event(0, "mkdir", path=p))
+        return result
+
+    def mark(self, label: str) -> None:
+        """A moment inside a store call (with the sizes of the data files then)."""
+        self._add(Event(0, "mark", label=label))
+
+    def enclosing(self, index: int) -> tuple[str, int] | None:
+        """The innermost store call event ``index`` belongs to: its label and end."""
+        calls = [(e - s, label, e) for label, (s, e) in self.segments.items() if s <= index < e]
+        return min(calls)[1:] if calls else None
+
+    def upload_of(self, path: str) -> str:
+        """The name of the upload whose staged entry ``path`` is (the id, else)."""
+        uid = os.path.basename(path).split(".")[0]
+        return next((k for k, v in self.watched.items() if v.endswith(uid)), uid)
 
     @contextlib.contextmanager
     def call(self, label: str) -> Iterator[None]:
@@ -221,8 +284,9 @@ class Recorder:
 
     # -------------------------------------------------------------- reading
 
-    def dump(self, names: dict[str, str]) -> str:
-        """The trace, one event a line, long prefixes shortened, for failure messages."""
+    def dump(self, names: dict[str, str], ids: dict[str, str]) -> str:
+        """The trace, one event a line, long prefixes and upload ids shortened (a synced
+        folder's names shown without locks and the store's mark), for failure messages."""
 
         def short(path: str) -> str:
             for prefix, alias in names.items():
@@ -234,8 +298,11 @@ class Recorder:
 
         lines = []
         for e in self.events:
+            sizes = ""
+            if e.sizes:
+                sizes = " sizes=" + ",".join(f"{k}:{v}" for k, v in sorted(e.sizes.items()))
             if e.op == "mark":
-                lines.append(f"{e.index:4} -- {e.label}")
+                lines.append(f"{e.index:4} -- {e.label}{sizes}")
                 continue
             text = f"{e.index:4} {e.op:9} {short(e.path)}"
             if e.dst:
@@ -245,10 +312,14 @@ class Recorder:
             if e.record is not None:
                 keys = ("is_complete", "unverified_from")
                 text += " {" + ", ".join(f"{k}={e.record.get(k)}" for k in keys) + "}"
-            if e.sizes:
-                text += " sizes=" + ",".join(f"{k}:{v}" for k, v in sorted(e.sizes.items()))
+            if e.entries is not None:
+                shown = sorted(n for n in e.entries if not n.endswith(".lock") and n != fs.MARKER)
+                text += " holds=" + ",".join(shown)
+            text += sizes
             if not e.caller:
                 text += "  [other thread]"
+            for uid, alias in ids.items():
+                text = text.replace(uid, alias)
             lines.append(text)
         return "\n".join(lines)
 
@@ -271,6 +342,9 @@ class Upload:
     overwrite: bool = False
     partial: bool = False  # a partial upload: completes in the store, never lands
     parts: list[Upload] = field(default_factory=list)  # a final concatenation of these
+    folder: str = "incoming"  # where it lands, below the workspace: made by the landing
+    # when it is not "incoming", which the test makes
+    terminated: bool = False  # terminated before it completes
     uid: str = ""
     inode: tuple[int, int] | None = None  # of the staged data file
     landed: str = ""  # where it landed, "" for a partial upload
@@ -288,6 +362,7 @@ def make_uploads(seed: int) -> list[Upload]:
     rnd = random.Random(seed)
     a, b = rnd.randbytes(150_000), rnd.randbytes(80_000)
     p1, p2 = rnd.randbytes(50_000), rnd.randbytes(70_000)
+    n = rnd.randbytes(60_000)
     parts = [
         Upload("p1", p1, [(20_000, False), (50_000, False)], partial=True),
         Upload("p2", p2, [(70_000, True)], partial=True),
@@ -301,50 +376,140 @@ def make_uploads(seed: int) -> list[Upload]:
         # commit, so only the completion's own fsync makes the final's bytes durable
         *parts,
         Upload("c", p1 + p2, [], parts=parts),
+        # lands in two folders that do not exist yet: the landing makes them
+        Upload("n", n, [(25_000, False), (60_000, False)], folder="new/deeper"),
     ]
+
+
+def create(store: FileStore, rec: Recorder, workspace: Path, up: Upload) -> None:
+    dest = None if up.partial else workspace / up.folder / f"{up.name}.bin"
+    if up.overwrite:
+        dest.write_bytes(b"the old file")
+    info = FileInfo(
+        size=len(up.data),
+        path=dest and str(dest),
+        overwrite=up.overwrite,
+        is_partial=up.partial,
+        is_final=bool(up.parts),
+        partial_uploads=[p.uid for p in up.parts],
+    )
+    with rec.call(f"new_upload {up.name}"):
+        up.uid = store.new_upload(info)
+    staged = store.directory / up.uid
+    rec.watched[up.name] = str(staged)
+    st = os.stat(staged)
+    up.inode = (st.st_dev, st.st_ino)
+
+
+def write(store: FileStore, rec: Recorder, up: Upload, n: int) -> None:
+    start = up.chunks[n - 1][0] if n else 0
+    end, checksummed = up.chunks[n]
+    piece = up.data[start:end]
+    checksum = Checksum("sha256", hashlib.sha256(piece).digest()) if checksummed else None
+    with store.lock(up.uid), rec.call(up.label(n)):
+        written = store.write_chunk(up.uid, start, io.BytesIO(piece), checksum)
+    assert written == len(piece)
+
+
+def finish(store: FileStore, rec: Recorder, up: Upload) -> None:
+    """Concatenate a final upload; check that the upload completed (and landed)."""
+    if up.parts:
+        with store.lock(up.uid), rec.call(up.completing):
+            store.concat_uploads(up.uid, [p.uid for p in up.parts])
+    info = store.get_info(up.uid)
+    assert info.is_complete
+    if up.partial:
+        assert info.path is None
+        assert (store.directory / up.uid).read_bytes() == up.data
+    else:
+        up.landed = real_name(info.path)
+        assert Path(info.path).read_bytes() == up.data
 
 
 def drive(store: FileStore, rec: Recorder, workspace: Path, uploads: list[Upload]) -> None:
     """Create, write in chunks, complete and land every upload, each call marked."""
-    dest_dir = workspace / "incoming"
-    dest_dir.mkdir(parents=True)
+    (workspace / "incoming").mkdir(parents=True)
     for up in uploads:
-        dest = None if up.partial else dest_dir / f"{up.name}.bin"
-        if up.overwrite:
-            dest.write_bytes(b"the old file")
-        info = FileInfo(
-            size=len(up.data),
-            path=dest and str(dest),
-            overwrite=up.overwrite,
-            is_partial=up.partial,
-            is_final=bool(up.parts),
-            partial_uploads=[p.uid for p in up.parts],
-        )
-        with rec.call(f"new_upload {up.name}"):
-            up.uid = store.new_upload(info)
-        staged = store.directory / up.uid
-        rec.watched[up.name] = str(staged)
-        st = os.stat(staged)
-        up.inode = (st.st_dev, st.st_ino)
-        start = 0
-        for n, (end, checksummed) in enumerate(up.chunks):
-            piece = up.data[start:end]
-            checksum = Checksum("sha256", hashlib.sha256(piece).digest()) if checksummed else None
-            with store.lock(up.uid), rec.call(up.label(n)):
-                written = store.write_chunk(up.uid, start, io.BytesIO(piece), checksum)
-            assert written == len(piece)
-            start = end
-        if up.parts:
-            with store.lock(up.uid), rec.call(up.completing):
-                store.concat_uploads(up.uid, [p.uid for p in up.parts])
-        info = store.get_info(up.uid)
-        assert info.is_complete
-        if up.partial:
-            assert info.path is None
-            assert staged.read_bytes() == up.data
-        else:
-            up.landed = real_name(info.path)
-            assert Path(info.path).read_bytes() == up.data
+        create(store, rec, workspace, up)
+        for n in range(len(up.chunks)):
+            write(store, rec, up, n)
+        finish(store, rec, up)
+
+
+class Body(io.BytesIO):
+    """A request body that marks when the store has read it to its end: by then every
+    byte it read is written (write_chunk writes a block before it reads the next)."""
+
+    def __init__(self, data: bytes, rec: Recorder, label: str) -> None:
+        super().__init__(data)
+        self._rec, self._label = rec, label
+
+    def read(self, size: int | None = -1) -> bytes:
+        block = super().read(size)
+        if not block:
+            self._rec.mark(f"{self._label}: body read to its end")
+        return block
+
+
+def drive_cut_backs(store: FileStore, rec: Recorder, workspace: Path) -> Upload:
+    """Upload ``h``: a checksummed write past its first 30,000 bytes cut back three
+    ways (a wrong checksum, a body that ends early, a crash before the verdict and the
+    recovery after it), then the rest written and landed."""
+    data = random.Random(3).randbytes(100_000)
+    up = Upload("h", data, [(30_000, False), (100_000, False)])
+    verified, piece = 30_000, data[30_000:60_000]
+    right = Checksum("sha256", hashlib.sha256(piece).digest())
+    create(store, rec, workspace, up)
+    write(store, rec, up, 0)
+
+    def cut_back() -> None:
+        assert store.get_info(up.uid).offset == verified
+        assert store.get_info(up.uid).unverified_from is None
+        assert (store.directory / up.uid).read_bytes() == data[:verified]
+
+    label = "write_chunk h, wrong checksum"
+    with store.lock(up.uid), rec.call(label), pytest.raises(ChecksumMismatch):
+        wrong = Checksum("sha256", bytes(32))
+        store.write_chunk(up.uid, verified, Body(piece, rec, label), wrong)
+    cut_back()
+
+    with store.lock(up.uid):
+        with rec.call("open_writer h, checksummed"):
+            writer = store.open_writer(up.uid, verified, right)
+        with rec.call("write h"):
+            writer.write(piece[:20_000])
+        with rec.call("abort h"):
+            writer.abort()  # the body ended early: its bytes cannot be verified
+    cut_back()
+
+    with store.lock(up.uid):
+        with rec.call("open_writer h, checksummed, then a crash"):
+            writer = store.open_writer(up.uid, verified, right)
+        with rec.call("write h, then a crash"):
+            writer.write(piece[:25_000])
+        # the process dies here: no commit, no abort
+    with rec.call("recover"):
+        restarted = FileStore(store.directory, durability=store.durability, lock_timeout=5)
+        report = restarted.recover()
+    writer._close()  # the dead process's descriptor
+    assert report == [f"cut {up.uid} back to its last verified offset {verified}"]
+    cut_back()
+
+    write(store, rec, up, 1)
+    finish(store, rec, up)
+    return up
+
+
+def drive_termination(store: FileStore, rec: Recorder, workspace: Path) -> Upload:
+    """Upload ``t``: created, written in part, terminated."""
+    up = Upload("t", random.Random(4).randbytes(50_000), [(20_000, False)], terminated=True)
+    create(store, rec, workspace, up)
+    write(store, rec, up, 0)
+    with store.lock(up.uid), rec.call(f"terminate {up.name}"):
+        store.terminate(up.uid)
+    assert not (store.directory / up.uid).exists()
+    assert not (store.directory / f"{up.uid}.info").exists()
+    return up
 
 
 # ------------------------------------------------------------------ the rules
@@ -478,6 +643,118 @@ def rule_e_no_sync(rec: Recorder, why) -> None:
     assert not syncs, why(f"(e) never: {len(syncs)} sync calls, first at event {syncs[0].index}")
 
 
+def is_dir_sync(e: Event, folder: str) -> bool:
+    return e.caller and e.op in ("fsync", "fdatasync") and e.is_dir and e.path == folder
+
+
+def rule_f_data_file_name_synced(rec: Recorder, up: Upload, staging: str, mode: str, why):
+    """The staging folder synced while it holds the name of the data file (so after
+    new_upload made it): with ``always`` before the first write's acknowledgement, with
+    ``complete`` before the completing call returns."""
+    if mode == "always":
+        due = up.label(0) if up.chunks else up.completing
+    elif up.terminated:
+        return  # ``complete`` promises nothing of an upload that never completes
+    else:
+        due = up.completing
+    start, _ = rec.segments[f"new_upload {up.name}"]
+    _, end = rec.segments[due]
+    synced = [e for e in rec.events[start:end] if is_dir_sync(e, staging) and up.uid in e.entries]
+    assert synced, why(
+        f"(f) {mode}: upload {up.name}'s data file was created by new_upload, and {due}"
+        " returned without an fsync of the staging folder holding its name"
+    )
+
+
+def rule_g_new_folders_synced(rec: Recorder, workspace: Path, why) -> int:
+    """Every folder a store call made in the workspace: its parent synced while holding
+    it, before the call returned. Returns how many folders were checked."""
+    root = os.path.realpath(workspace)
+    checked = 0
+    for e in rec.events:
+        if not (e.caller and e.op == "mkdir" and e.path.startswith(root + os.sep)):
+            continue
+        call = rec.enclosing(e.index)
+        if call is None:
+            continue  # made by the test, not by the store
+        label, end = call
+        parent, name = os.path.split(e.path)
+        synced = [
+            s for s in rec.events[e.index + 1 : end] if is_dir_sync(s, parent) and name in s.entries
+        ]
+        assert synced, why(
+            f"(g) event {e.index}: folder {name!r} made in {parent}, and {label} returned"
+            " without an fsync of that parent holding it"
+        )
+        checked += 1
+    return checked
+
+
+def rule_h_cut_backs_synced(rec: Recorder, why) -> int:
+    """Every .info that clears ``unverified_from`` (U) while its data file holds no
+    more than U bytes, after it held more since the record that set U: the data file
+    synced, with the content it has when the clearing record is installed, after the
+    last moment it was seen longer than U. Returns how many cut-backs were checked."""
+    checked = 0
+    previous: dict[str, Event] = {}
+    for e in rec.events:
+        if not (e.caller and e.op in MOVES and e.dst.endswith(".info")):
+            continue
+        before, previous[e.dst] = previous.get(e.dst), e
+        cut = (before.record or {}).get("unverified_from") if before else None
+        if cut is None or (e.record or {}).get("unverified_from") is not None:
+            continue
+        name = rec.upload_of(e.dst)
+        if e.sizes.get(name, 0) > cut:
+            continue  # verified: the write's bytes stay
+        longer = [x for x in rec.events[before.index : e.index] if x.sizes.get(name, 0) > cut]
+        if not longer:
+            continue  # nothing was written past U: nothing to cut
+        assert e.data is not None, f"event {e.index}: the data file of {name} is gone"
+        inode, digest = e.data
+        synced = [
+            s for s in rec.events[longer[-1].index + 1 : e.index] if is_data_sync(s, inode, digest)
+        ]
+        label = (rec.enclosing(e.index) or ("?",))[0]
+        assert synced, why(
+            f"(h) event {e.index}, in {label}: the .info of upload {name} stops counting"
+            f" the bytes from {cut} on (cut back since event {longer[-1].index}), installed"
+            " before an fsync of the data file with its cut-back content"
+        )
+        checked += 1
+    return checked
+
+
+def rule_i_terminations_synced(rec: Recorder, staging: str, why) -> int:
+    """Every upload record removed from the staging folder: the folder synced without
+    the record and its data file, before the call returned. Returns how many."""
+    checked = 0
+    for e in rec.events:
+        uid = os.path.basename(e.path)[: -len(".info")]
+        if not (
+            e.caller
+            and e.op == "unlink"
+            and os.path.dirname(e.path) == staging
+            and e.path.endswith(".info")
+            and fs.ID_PATTERN.match(uid)
+        ):
+            continue
+        call = rec.enclosing(e.index)
+        assert call is not None, f"event {e.index}: an .info removed outside a store call"
+        label, end = call
+        synced = [
+            s
+            for s in rec.events[e.index + 1 : end]
+            if is_dir_sync(s, staging) and not {uid, f"{uid}.info"} & s.entries
+        ]
+        assert synced, why(
+            f"(i) event {e.index}: upload {rec.upload_of(e.path)} removed from the staging"
+            f" folder, and {label} returned without an fsync of the folder without its files"
+        )
+        checked += 1
+    return checked
+
+
 # ------------------------------------------------------------------ the tests
 
 
@@ -492,27 +769,39 @@ def other_filesystem(tmp_path) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_rules(rec: Recorder, store: FileStore, workspace: Path, mode: str, uploads) -> None:
+def check_rules(
+    rec: Recorder, store: FileStore, workspace: Path, mode: str, uploads
+) -> dict[str, int]:
+    """Check every rule; return how many new folders (g), cut-backs (h) and
+    terminations (i) were checked, so that a test can tell that its own were."""
     staging = os.path.realpath(store.directory)
     names = {staging: "staging", os.path.realpath(workspace): "ws"}
     for up in uploads:
         names[real_name(store.directory / up.uid)] = f"staging/<{up.name}>"
+    ids = {up.uid: f"<{up.name}>" for up in uploads}
 
     def why(message: str) -> str:
-        return f"{message}\ntrace:\n{rec.dump(names)}"
+        return f"{message}\ntrace:\n{rec.dump(names, ids)}"
 
     if mode == "never":
         rule_e_no_sync(rec, why)
-        return
+        return {}
     for up in uploads:
         if mode == "always":
             rule_a_every_write_synced(rec, up, why)
-        rule_b_synced_before_completion_and_landing(
-            rec, up, real_name(store.directory / f"{up.uid}.info"), why
-        )
-        if not up.partial:
+        if not up.terminated:
+            rule_b_synced_before_completion_and_landing(
+                rec, up, real_name(store.directory / f"{up.uid}.info"), why
+            )
+        if not up.partial and not up.terminated:
             rule_d_destination_folder_synced(rec, up, why)
+        rule_f_data_file_name_synced(rec, up, staging, mode, why)
     rule_c_info_files(rec, staging, why)
+    return {
+        "new folders": rule_g_new_folders_synced(rec, workspace, why),
+        "cut-backs": rule_h_cut_backs_synced(rec, why),
+        "terminations": rule_i_terminations_synced(rec, staging, why),
+    }
 
 
 @pytest.mark.parametrize("layout", ["same-filesystem", "across-filesystems"])
@@ -527,11 +816,20 @@ def test_fsync_order(mode, layout, tmp_path, monkeypatch, request):
     rec = Recorder(monkeypatch)
     uploads = make_uploads(seed=len(mode) * 10 + len(layout))
     drive(store, rec, workspace, uploads)
+    uploads.append(drive_cut_backs(store, rec, workspace))
+    uploads.append(drive_termination(store, rec, workspace))
     if layout == "across-filesystems":
         assert os.stat(staging).st_dev != os.stat(workspace).st_dev
         # the landed file is a copy made beside the destination, not the staged inode
-        assert all(landing(rec, up).inode != up.inode for up in uploads if not up.partial)
-    check_rules(rec, store, workspace, mode, uploads)
+        assert all(
+            landing(rec, up).inode != up.inode
+            for up in uploads
+            if not up.partial and not up.terminated
+        )
+    checked = check_rules(rec, store, workspace, mode, uploads)
+    if mode != "never":
+        # new/ and new/deeper/; three cut-backs of h; p1 and p2 (used by c), and t
+        assert checked == {"new folders": 2, "cut-backs": 3, "terminations": 3}
 
 
 def test_background_writeback_is_not_the_completion_fsync(tmp_path, monkeypatch):
