@@ -265,6 +265,7 @@ class FileStore:
             os.close(fd)
         if self._fsync:
             _fsync_dir(self.directory)
+            _fsync_dir(self.directory.parent)  # the folder itself, made just now maybe
 
     @property
     def _fsync(self) -> bool:
@@ -659,6 +660,14 @@ class FileStore:
         data = self._data_path(info.id)
         *folders, name = self.workspace.relative_parts(info.path)
         with self.workspace.open_folder(folders, sync=self._fsync) as dir_fd:
+            there = _lstat_at(dir_fd, name)
+            if there is not None and info.landed and _identity(there)[:2] == info.landed[:2]:
+                # Landed before a crash (or a power cut undid the cleanup's unlink): the
+                # file there is the one recorded. Only the cleanup is left to do.
+                data.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f".{info.id}.tus-tmp", dir_fd=dir_fd)
+                return
             src, src_dir_fd = str(data), None
             if os.stat(data).st_dev != os.fstat(dir_fd).st_dev:
                 src, src_dir_fd = f".{info.id}.tus-tmp", dir_fd
@@ -819,6 +828,10 @@ class FileStore:
                 self.concat_uploads(info.id, info.partial_uploads)
                 return f"redid concatenation of {info.id}"
             return None
+        if self.durability is Durability.ALWAYS:
+            # bytes a killed process wrote count from now on: make them durable first
+            with open(data, "rb") as f:
+                os.fsync(f.fileno())
         stored = self._stored_bytes(info.id)
         if info.size is not None and stored >= info.size:
             if stored > info.size:
@@ -988,6 +1001,8 @@ class FileChunkWriter:
         if not self._file.closed:
             if self._checksum:
                 self.store._cut_back(self._file, self.start)
+            elif self.store.durability is Durability.ALWAYS:
+                os.fsync(self._file.fileno())  # the kept bytes count: make them durable
             self._close()
         self._clear_unverified()
         return self.store.get_info(self.info.id)

@@ -150,8 +150,8 @@ class Workspace:
                         raise
                     with contextlib.suppress(FileExistsError):  # made meanwhile: fine
                         os.mkdir(part, 0o777, dir_fd=fd)
-                        if sync:
-                            os.fsync(fd)
+                    if sync:  # (made meanwhile by another landing: durable either way)
+                        os.fsync(fd)
                     nxt = _open_dir(part, fd)
                 except NotADirectoryError:
                     raise LandingRefused(

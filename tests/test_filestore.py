@@ -352,3 +352,16 @@ def test_across_filesystems_a_folder_swapped_out_of_root_is_refused(far_store, t
     assert list(outside.iterdir()) == []  # not even the temp copy
     with far_store.get_reader(uid) as reader:
         assert reader.read() == b"abcd"
+
+
+def test_a_staged_copy_back_after_landing_never_lands_twice(far_store, tmp_path):
+    # A power cut can undo the unlink of the staged bytes after a landing across
+    # filesystems: recovery must see that the file there is the one that landed.
+    dest = tmp_path / "once.bin"
+    uid = far_store.new_upload(FileInfo(size=4, path=str(dest)))
+    far_store.write_chunk(uid, 0, io.BytesIO(b"once"))
+    (far_store.directory / uid).write_bytes(b"once")  # the unlink, undone
+    FileStore(far_store.directory).recover()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["once.bin"]
+    assert not (far_store.directory / uid).exists()
+    assert far_store.get_info(uid).path == str(dest)
