@@ -544,6 +544,9 @@ export class TusUploader {
     const endpoint = this.endpoint;
     const folder = item.folder;
     const chunkSize = Math.min(settings.chunkSize, this._learnedChunk ?? Infinity);
+    // The parts of a parallel upload get these callbacks too, with offsets of their own:
+    // only the whole upload's progress (onProgress) counts then.
+    const single = settings.parallelUploads <= 1;
     const options: UploadOptions = {
       endpoint,
       metadata: buildMetadata(file, folder, overwrite),
@@ -578,7 +581,9 @@ export class TusUploader {
         }
       },
       onChunkComplete: (_chunk: number, accepted: number) => {
-        item.sent = accepted;
+        if (single) {
+          item.sent = accepted;
+        }
         // A chunk landed: the connection works, the next failure starts the backoff anew.
         item.attempt = 0;
       },
@@ -610,7 +615,7 @@ export class TusUploader {
           this._changed.emit(item);
         }
         // A HEAD is how tus-js-client learns the server's offset when it resumes.
-        if (req.getMethod() === 'HEAD' && status === 200) {
+        if (single && req.getMethod() === 'HEAD' && status === 200) {
           const offset = Number(res.getHeader('Upload-Offset') ?? NaN);
           if (Number.isFinite(offset)) {
             item.sent = offset;

@@ -190,10 +190,32 @@ export class FakeTusServer implements HttpStack {
       const metadata = decodeMetadata(h('Upload-Metadata') ?? '');
       const path = [metadata.path, metadata.filename].filter(Boolean).join('/');
       const overwrite = metadata.overwrite === 'true' || metadata.overwrite === '1';
-      if (this.files.has(path) && !overwrite) {
+      const concat = h('Upload-Concat') ?? '';
+      if (!concat.startsWith('partial') && this.files.has(path) && !overwrite) {
         return json(409, `${path} exists already; set overwrite to replace it`);
       }
       const id = `up${this._nextId++}`;
+      if (concat.startsWith('final;')) {
+        // Concatenation: the finished partial uploads, in order, become the file.
+        const parts = concat
+          .slice('final;'.length)
+          .trim()
+          .split(' ')
+          .map(u => this.uploads.get(u.slice(u.lastIndexOf('/') + 1)));
+        if (parts.some(p => !p || p.offset !== p.length)) {
+          return json(400, 'a partial upload is missing or unfinished');
+        }
+        const length = parts.reduce((n, p) => n + p!.length, 0);
+        const data = new Uint8Array(length);
+        let at = 0;
+        for (const p of parts) {
+          data.set(p!.data, at);
+          at += p!.length;
+        }
+        this.uploads.set(id, { length, offset: length, data, metadata });
+        this.files.set(path, data);
+        return new FakeResponse(201, { ...TUS, Location: `/api/tus/uploads/${id}` });
+      }
       const length = Number(h('Upload-Length'));
       this.uploads.set(id, { length, offset: 0, data: new Uint8Array(length), metadata });
       return new FakeResponse(201, { ...TUS, Location: `/api/tus/uploads/${id}` });
@@ -223,7 +245,7 @@ export class FakeTusServer implements HttpStack {
       upload.data.set(bytes, upload.offset);
       upload.offset += bytes.length;
       const headers: Record<string, string> = { ...TUS, 'Upload-Offset': String(upload.offset) };
-      if (upload.offset === upload.length) {
+      if (upload.offset === upload.length && upload.metadata.filename) {
         const md = upload.metadata;
         const path = [md.path, md.filename].filter(Boolean).join('/');
         this.files.set(path, upload.data);

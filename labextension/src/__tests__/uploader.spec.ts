@@ -444,6 +444,38 @@ describe('refusals that retrying cannot fix end the upload, in plain words', () 
   });
 });
 
+describe('parallel uploads (tus concatenation)', () => {
+  it('survive a lost connection and a pause: the parts resume, nothing is created twice', async () => {
+    const h = harness({ chunkSize: 8 * KiB, parallelUploads: 2 });
+    const file = fakeFile('parallel.bin', 96 * KiB);
+    const done = h.uploader.upload(file, 'data');
+    const item = h.uploader.items[0];
+    await until(() => h.server.of('PATCH').length >= 4);
+    h.server.down = 'network';
+    await until(() => item.state === 'retrying');
+    h.server.down = null;
+    await until(() => item.state === 'uploading' && h.server.of('PATCH').length >= 8);
+    h.uploader.pause(item);
+    await run(5000);
+    const mark = h.server.requests.length;
+    await run(60_000);
+    expect(h.server.requests.length).toBe(mark);
+    await settle(h.uploader.resume(item));
+    // A drop after the restart is seen at once (not only by the 60 s stall watchdog).
+    await until(() => item.state === 'uploading' && h.server.of('PATCH', mark).length >= 2);
+    h.server.down = 'network';
+    await until(() => item.state === 'retrying', 1000);
+    expect(item.retryReason).toBe('connection lost');
+    h.server.down = null;
+    expect(await settle(done)).toBe(true);
+    expect(sameBytes(h.server.files.get('data/parallel.bin'), file)).toBe(true);
+    const posts = h.server.of('POST').map(r => (r.headers['Upload-Concat'] ?? '').split(';')[0]);
+    expect(posts.sort()).toEqual(['final', 'partial', 'partial']);
+    expect(item.sent).toBe(file.size);
+    expect(lineOf(item)).toBe('done · 96 KiB → data/parallel.bin');
+  });
+});
+
 describe('behind a proxy with a body limit (413)', () => {
   it('halves the refused body (not the chunk setting), and the next file starts there', async () => {
     const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
