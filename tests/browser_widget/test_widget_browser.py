@@ -112,8 +112,13 @@ def open_notebook(page: Page, lab: JupyterProcess, name: str) -> None:
     # A workspace of its own, so that no other notebook is restored beside it.
     workspace = name.replace(".", "-")
     page.goto(f"{lab.url}lab/workspaces/{workspace}/tree/{name}?reset&token={lab.token}")
+    notebook_ready(page)
+
+
+def notebook_ready(page: Page) -> None:
+    """The notebook is shown and its kernel connected and idle (the status bar says so only
+    once it is): before that, Shift+Enter may be lost."""
     expect(cells(page).first).to_be_visible()
-    # The kernel is connected and idle (the status bar says so only once it is).
     expect(page.get_by_role("button", name=re.compile(r"Python 3.*\| Idle"))).to_be_visible()
 
 
@@ -228,7 +233,7 @@ def _reload_and_resume(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
 
     page.reload()
     page.unroute("**/api/tus/uploads/**")
-    expect(cells(page).first).to_be_visible()
+    notebook_ready(page)
     expect(page.locator(".jtus")).to_have_count(0)  # the unsaved output is gone
     run_cell(page, 0)
     widget_ready(page)
