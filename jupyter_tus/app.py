@@ -138,16 +138,19 @@ class TusApp(ExtensionApp):
             self._cleanup.start()
 
     async def _sweep(self) -> None:
-        """Remove expired unfinished uploads; move finished ones whose move failed."""
-        removed = self.manager.remove_expired()  # a few stats and unlinks
-        if removed:
-            self.log.info("jupyter-tus: removed %d expired uploads", len(removed))
+        """Complete and move the uploads with all their bytes that wait for it, then
+        remove expired unfinished uploads: blocking work in threads, events here."""
+        if self.manager.unavailable:
+            return
         loop = asyncio.get_running_loop()
+        # Uploads with all their bytes first: those are completed, never expired.
         landed, refused = await loop.run_in_executor(None, self.manager.retry_landings)
         for info in landed:  # events are emitted on the event loop
             self.manager.completed(info)
         for info in refused:
             self.manager.refused(info)
+        for info in await loop.run_in_executor(None, self.manager.remove_expired):
+            self.manager.removed(info, "expired")
 
     async def stop_extension(self) -> None:
         if self._cleanup is not None:

@@ -68,6 +68,8 @@ def resolve(
         raise DestinationExists(f"{relative!r} is a folder")
     if target.exists() and not overwrite:
         raise DestinationExists(f"{relative!r} already exists; set overwrite to replace it")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise DestinationRefused(f"{relative!r} is read-only; it cannot be replaced")
     existing = _nearest_existing(real_parent)
     if not os.access(existing, os.W_OK) or _read_only_mount(existing):
         raise DestinationRefused(f"folder {'/'.join(parts) or '/'!r} is read-only")

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -65,6 +66,7 @@ ENTRY_PATTERN = re.compile(
     r"^(?P<id>[A-Za-z0-9_-]{32})(?P<kind>|\.info|\.lock|\.info\.[0-9a-f]{8}\.tmp|\.info\.corrupt)$"
 )
 MARKER = ".jupyter-tus-store"
+RECORD_MAX = 1024 * 1024  # bytes: a record is a few hundred; a bigger .info is not one
 COPY_BLOCK = 8 * 1024 * 1024
 # While a body streams in, ask the kernel to write back every this many bytes, so the
 # fsync at completion finds little left to do (issue: durability at disk speed).
@@ -105,6 +107,23 @@ def new_hasher(algorithm: str) -> _Hasher:
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise ValueError(f"unsupported checksum algorithm {algorithm!r}")
     return _Hasher(algorithm)
+
+
+def _open_file(path: str | os.PathLike, mode: str = "rb", buffering: int = -1) -> BinaryIO:
+    """Open a regular file of the store: never through a symlink, never blocking on a
+    FIFO or a device someone put in its place. Anything but a regular file is
+    FileNotFoundError (for the store, its file is not there)."""
+    flags = {"rb": os.O_RDONLY, "r+b": os.O_RDWR}[mode]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+    return open(fd, mode, buffering=buffering)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -283,16 +302,21 @@ class FileStore:
                 f" ({self._quarantined[upload_id]}); it is kept as it is for the"
                 " administrator: upload the file again"
             )
+        path = self._info_path(upload_id)
         try:
-            with open(self._info_path(upload_id), encoding="utf-8") as f:
-                data = json.load(f)
+            with _open_file(path) as f:
+                raw = f.read(RECORD_MAX + 1)
+            data = json.loads(raw) if len(raw) <= RECORD_MAX else None
         except FileNotFoundError:
-            raise UploadNotFound(f"upload {upload_id} not found") from None
+            if not os.path.lexists(path):
+                raise UploadNotFound(f"upload {upload_id} not found") from None
+            data = None  # a folder, a FIFO, a symlink: not a record
         except ValueError:  # not JSON, or not UTF-8
             data = None
-        if not isinstance(data, dict) or data.get("id") != upload_id:
+        info = _record(data, upload_id)
+        if info is None:
             raise NotARecord(f"upload {upload_id} not found")
-        return FileInfo.from_json(data)
+        return info
 
     def _save_info(self, info: FileInfo) -> None:
         """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole."""
@@ -316,10 +340,12 @@ class FileStore:
             raise
 
     def _stored_bytes(self, upload_id: str) -> int:
+        """The size of the data file: 0 when it is gone or not a regular file."""
         try:
-            return os.stat(self._data_path(upload_id)).st_size
+            st = os.lstat(self._data_path(upload_id))
         except FileNotFoundError:
             return 0
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
     def _refresh(self, info: FileInfo) -> FileInfo:
         """Fill in what is derived from the disk: the offset and the expiry."""
@@ -398,22 +424,55 @@ class FileStore:
             and self._data_path(info.id).exists()
         )
 
-    def finish_landing(self, info: FileInfo) -> bool:
-        """Retry the final move of a complete upload whose move failed (an I/O error
-        rather than a crash, which ``recover`` repairs); True if it moved now. Raises
-        LandingFailed (may pass) or LandingRefused (for good). The caller holds the
-        lock."""
+    @staticmethod
+    def is_full(info: FileInfo) -> bool:
+        """Not complete, yet every byte is there (verified): a write that ended
+        without its commit (the connection dropped, the request was let go) left it so."""
+        return (
+            not info.is_complete
+            and info.size is not None
+            and info.offset >= info.size
+            and info.unverified_from is None
+        )
+
+    def needs_settling(self, info: FileInfo) -> bool:
+        """Does ``settle`` have work to do (a cheap check: a stat at most)?"""
+        return self.is_full(info) or self._awaits_landing(info)
+
+    def settle(self, info: FileInfo) -> bool:
+        """Finish what an upload with all its bytes still needs: complete it (when a
+        write ended without its commit) and land it (when its move failed before: an
+        I/O error rather than a crash, which ``recover`` repairs). True if it landed
+        now. Raises LandingFailed (may pass) or LandingRefused (for good). The caller
+        holds the lock; touches whole files: off the event loop."""
+        if self.is_full(info):
+            self._complete_full(info)
+            return bool(info.path)
         if self._awaits_landing(info):
             self._land_checked(info)
             return True
         return False
 
+    finish_landing = settle  # the name of earlier versions
+
     def pending_landings(self) -> Iterator[FileInfo]:
-        """Complete uploads still waiting in the staging directory for their move
-        (not those whose landing was refused for good)."""
+        """Uploads with all their bytes that ``settle`` would complete or land (not
+        those whose landing was refused for good)."""
         for info in self.list_uploads():
-            if self._awaits_landing(info):
+            if self.needs_settling(info):
                 yield info
+
+    def _complete_full(self, info: FileInfo) -> None:
+        """Complete an upload whose bytes are all there (any beyond its length cut)."""
+        data = self._data_path(info.id)
+        if self._stored_bytes(info.id) > (info.size or 0):
+            with _open_file(data, "r+b") as f:
+                f.truncate(info.size)
+        try:
+            self._complete(info)
+        finally:
+            if info.is_final and self._read_info(info.id).is_complete:
+                self._remove_partials(info.partial_uploads)  # a concatenation's, used up
 
     def landed_path(self, info: FileInfo) -> str | None:
         """Where the upload's file is now, if it landed there: None while it waits for
@@ -467,7 +526,7 @@ class FileStore:
         info = self.get_info(upload_id)
         landed = self.landed_path(info)
         try:
-            reader = open(landed or self._data_path(upload_id), "rb")  # noqa: SIM115
+            reader = _open_file(landed or self._data_path(upload_id))
         except (FileNotFoundError, NotADirectoryError):
             if landed:
                 self.check_landed(info)  # raises UploadGone
@@ -559,28 +618,47 @@ class FileStore:
         The partial uploads are removed once the final one has landed. The caller holds
         the final upload's lock."""
         partial_ids = list(partial_ids)
-        partials = [self.get_info(pid) for pid in partial_ids]
-        for p in partials:
-            if not p.is_partial:
-                raise UploadNotPatchable(f"upload {p.id} is not a partial upload")
-            if not p.is_complete:
-                raise UploadIncomplete(f"partial upload {p.id} has {p.offset} of {p.size} bytes")
-        info = self.get_info(final_id)
-        info.size = sum(p.size or 0 for p in partials)
-        info.partial_uploads = partial_ids
-        self._save_info(info)
-        with open(self._data_path(final_id), "r+b") as dst:
-            dst.truncate(0)
-            for pid in partial_ids:
-                with open(self._data_path(pid), "rb") as src:
-                    _copy(src, dst)
-        try:
-            self._complete(info)
-        except (LandingFailed, LandingRefused):
-            self._remove_partials(partial_ids)  # completion is recorded: they are used
-            raise
-        self._remove_partials(partial_ids)
+        with contextlib.ExitStack() as held:
+            # The partials' locks, held until they are removed: none can be terminated
+            # (or used by another final) while its bytes are copied.
+            for pid in dict.fromkeys(partial_ids):
+                held.enter_context(self.lock(pid, timeout=0))
+            partials = [self.get_info(pid) for pid in partial_ids]
+            for p in partials:
+                if not p.is_partial:
+                    raise UploadNotPatchable(f"upload {p.id} is not a partial upload")
+                if not p.is_complete:
+                    raise UploadIncomplete(
+                        f"partial upload {p.id} has {p.offset} of {p.size} bytes"
+                    )
+            info = self.get_info(final_id)
+            info.size = sum(p.size or 0 for p in partials)
+            info.partial_uploads = partial_ids
+            self._save_info(info)
+            with _open_file(self._data_path(final_id), "r+b") as dst:
+                dst.truncate(0)
+                for pid in partial_ids:
+                    try:
+                        src = _open_file(self._data_path(pid))
+                    except FileNotFoundError:
+                        raise UploadNotFound(
+                            f"the bytes of partial upload {pid} are gone"
+                        ) from None
+                    with src:
+                        _copy(src, dst)
+            try:
+                self._complete(info)
+            except (LandingFailed, LandingRefused):  # completion is recorded: used up
+                self._terminate_all(partial_ids)
+                raise
+            self._terminate_all(partial_ids)
         return self.get_info(final_id)
+
+    def _terminate_all(self, upload_ids: list[str]) -> None:
+        """Terminate uploads whose locks the caller holds."""
+        for upload_id in dict.fromkeys(upload_ids):
+            with contextlib.suppress(UploadNotFound):
+                self.terminate(upload_id)
 
     def _remove_partials(self, partial_ids: list[str]) -> None:
         for pid in partial_ids:
@@ -595,6 +673,7 @@ class FileStore:
         for info in self.list_uploads():
             if (
                 (not info.is_complete or info.is_partial)
+                and not self.is_full(info)  # completed by the sweep instead: it arrived
                 and info.expires is not None
                 and info.expires <= now
             ):
@@ -610,7 +689,7 @@ class FileStore:
         finishes."""
         data = self._data_path(info.id)
         if self._fsync:
-            with open(data, "rb+") as f:
+            with _open_file(data) as f:
                 os.fsync(f.fileno())
         info.is_complete = True
         info.offset = info.size or 0
@@ -628,7 +707,7 @@ class FileStore:
             self._land(info)
         except LandingRefused as exc:
             self._refuse_landing(info, str(exc))
-            raise
+            raise LandingRefused(info.landing_error) from exc
         except OSError as exc:
             if not is_permanent(exc):
                 raise LandingFailed(
@@ -659,6 +738,7 @@ class FileStore:
         Every step can be redone after a crash (see ``recover``)."""
         data = self._data_path(info.id)
         *folders, name = self.workspace.relative_parts(info.path)
+        self.workspace.check_name(name)
         with self.workspace.open_folder(folders, sync=self._fsync) as dir_fd:
             there = _lstat_at(dir_fd, name)
             if there is not None and info.landed and _identity(there)[:2] == info.landed[:2]:
@@ -669,7 +749,10 @@ class FileStore:
                     os.unlink(f".{info.id}.tus-tmp", dir_fd=dir_fd)
                 return
             src, src_dir_fd = str(data), None
-            if os.stat(data).st_dev != os.fstat(dir_fd).st_dev:
+            staged = os.lstat(data)
+            if not stat.S_ISREG(staged.st_mode):
+                raise FileNotFoundError(errno.ENOENT, "the staged bytes are not a file")
+            if staged.st_dev != os.fstat(dir_fd).st_dev:
                 src, src_dir_fd = f".{info.id}.tus-tmp", dir_fd
                 # Linked to its destination before a crash? Then rewriting it would
                 # rewrite the landed file in place, visible half-written: it only
@@ -679,7 +762,14 @@ class FileStore:
                     info.landed = _identity(os.stat(src, dir_fd=dir_fd))
                     self._save_info(info)
             existing = _lstat_at(dir_fd, name) if info.overwrite else None
-            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
+            if (
+                existing is not None
+                and stat.S_ISREG(existing.st_mode)
+                and not os.access(name, os.W_OK, dir_fd=dir_fd, follow_symlinks=False)
+            ):  # the contents manager would not write there either (may change: 503)
+                raise PermissionError(errno.EACCES, "the file to replace is read-only")
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(src, flags, dir_fd=src_dir_fd)
             try:
                 self.workspace.ownership(dir_fd, existing).apply(fd)
             finally:
@@ -691,8 +781,10 @@ class FileStore:
                 except FileExistsError:
                     if _same_file_at(dir_fd, name, src, src_dir_fd):
                         break  # landed before a crash, not yet cleaned
-                    # the name was taken since creation
-                    name = unique_name(name, lambda n: _lstat_at(dir_fd, n) is not None)
+                    # the name was taken since creation: "name (1).ext", "name (2).ext",
+                    # ... counted from the name asked for, not from a taken "(1)"
+                    asked = info.metadata.get("filename") or name
+                    name = unique_name(asked, lambda n: _lstat_at(dir_fd, n) is not None)
                     info.path = str(Path(info.path).with_name(name))
                     self._save_info(info)
             else:
@@ -707,13 +799,22 @@ class FileStore:
     def _copy_into(self, data: Path, dir_fd: int, name: str) -> None:
         """Copy the staged bytes to ``name`` in the folder ``dir_fd`` (never through a
         symlink), durably as configured."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Whatever has the name (a copy cut short, or something put there: a hard link
+        # to another file, a FIFO) is replaced, never written through.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
-        with open(data, "rb") as f, open(fd, "wb") as dst:
-            _copy(f, dst)
-            if self._fsync:
-                dst.flush()
-                os.fsync(dst.fileno())
+        try:
+            with _open_file(data) as f, open(fd, "wb") as dst:
+                _copy(f, dst)
+                if self._fsync:
+                    dst.flush()
+                    os.fsync(dst.fileno())
+        except BaseException:  # a copy cut short never stays in the user's folder
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+            raise
 
     # ------------------------------------------------------------------ recovery
 
@@ -756,7 +857,9 @@ class FileStore:
             try:
                 line = self._recover_locked(upload_id)
             except Exception as exc:  # one upload never stops the others, nor the start
-                reason = f"{type(exc).__name__}: {exc}"
+                # (an OSError's text names the path: the reason goes into answers)
+                detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+                reason = f"{type(exc).__name__}: {detail}"
                 self._quarantined[upload_id] = reason
                 line = f"quarantined {upload_id}: {reason}"
             if line:
@@ -817,7 +920,7 @@ class FileStore:
             return f"removed {info.id}, whose data file was gone"
         pending = info.unverified_from
         if pending is not None:
-            with open(data, "r+b") as f:
+            with _open_file(data, "r+b") as f:
                 self._cut_back(f, pending)
             info.unverified_from = None
             self._save_info(info)
@@ -830,19 +933,52 @@ class FileStore:
             return None
         if self.durability is Durability.ALWAYS:
             # bytes a killed process wrote count from now on: make them durable first
-            with open(data, "rb") as f:
+            with _open_file(data) as f:
                 os.fsync(f.fileno())
-        stored = self._stored_bytes(info.id)
-        if info.size is not None and stored >= info.size:
-            if stored > info.size:
-                with open(data, "r+b") as f:
-                    f.truncate(info.size)
+        if self.is_full(self._refresh(info)):
             try:
-                self._complete(info)
+                self._complete_full(info)
             except (LandingFailed, LandingRefused) as exc:
                 return f"completed {info.id} whose bytes had all arrived; {exc}"
             return f"completed {info.id} whose bytes had all arrived"
         return None
+
+
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "size": (int, type(None)),
+    "offset": (int,),
+    "metadata": (dict,),
+    "is_partial": (bool,),
+    "is_final": (bool,),
+    "partial_uploads": (list,),
+    "path": (str, type(None)),
+    "is_complete": (bool,),
+    "overwrite": (bool,),
+    "created": (int, float),
+    "expires": (int, float, type(None)),
+    "unverified_from": (int, type(None)),
+    "landed": (list, type(None)),
+    "landing_error": (str, type(None)),
+}
+
+
+def _record(data: object, upload_id: str) -> FileInfo | None:
+    """The FileInfo a record's JSON describes, or None when it is not one of this
+    store's records (not an object, another id, a field of the wrong type)."""
+    if not isinstance(data, dict) or data.get("id") != upload_id:
+        return None
+    for name, types in _RECORD_TYPES.items():
+        if name in data and not isinstance(data[name], types):
+            return None
+    if not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.get("metadata", {}).items()
+    ):
+        return None
+    if not all(isinstance(p, str) for p in data.get("partial_uploads", [])):
+        return None
+    if data.get("path") is not None and not os.path.isabs(data["path"]):
+        return None
+    return FileInfo.from_json(data)
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -924,7 +1060,7 @@ class FileChunkWriter:
             store._save_info(info)
         # Kept open for the whole request; closed by commit() or abort().
         try:
-            self._file = open(store._data_path(info.id), "r+b", buffering=0)  # noqa: SIM115
+            self._file = _open_file(store._data_path(info.id), "r+b", buffering=0)
         except FileNotFoundError:
             raise UploadNotFound(f"the staged bytes of upload {info.id} are gone") from None
         self._file.seek(offset)

@@ -409,6 +409,29 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             and (info.size is None or writer.start + writer.written < info.size)
         )
 
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a worker thread: blocking file work never runs
+        on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    async def current_info(self, upload_id: str) -> FileInfo:
+        """The upload as a client may rely on it (``manager.check``), after settling
+        what its bytes still need off the loop: an upload whose bytes all arrived
+        without their commit is completed, a failed move retried (the caller holds
+        the lock). So HEAD never says offset == length of an upload that has not
+        landed, unless its move waits for a retry (503 then) or was refused (403)."""
+        store = self.manager.store
+        info = store.get_info(upload_id)
+        if store.needs_settling(info):
+            try:
+                info, landed = await self._run(self.manager.settle, info)
+            except LandingRefused:
+                self.manager.refused(store.get_info(upload_id))
+                raise
+            if landed:
+                self.manager.completed(info)
+        return self.manager.check(info)
+
     # ------------------------------------------------------------------ lock
 
     async def lock(self, upload_id: str) -> None:
@@ -511,9 +534,6 @@ class UploadsHandler(TusHandler):
             await self.lock(self._info.id)
             self.start_writing(self.manager.store.open_writer(self._info.id, 0, checksum))
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
-
     def _parse_length(self, final: bool) -> int | None:
         headers = self.request.headers
         length, defer = headers.get("Upload-Length"), headers.get("Upload-Defer-Length")
@@ -612,7 +632,7 @@ class UploadHandler(TusHandler):
         checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
         length = headers.get("Upload-Length")
         await self.lock(upload_id)
-        info = self.manager.get_info(upload_id)
+        info = await self.current_info(upload_id)
         if info.is_final or info.is_complete:
             raise UploadNotPatchable(f"upload {upload_id} takes no more data")
         if length is not None:
@@ -638,7 +658,7 @@ class UploadHandler(TusHandler):
     @tus_errors
     async def head(self, upload_id: str) -> None:
         self.raise_refusal()
-        info = self.manager.get_info(upload_id)
+        info = await self.current_info(upload_id)
         self.set_header("Cache-Control", "no-store")
         self.set_upload_headers(info)
         if info.size is not None:
@@ -683,7 +703,8 @@ class UploadHandler(TusHandler):
     async def get(self, upload_id: str) -> None:
         self.raise_refusal()
         info = self.manager.get_complete_info(upload_id)
-        reader = self.manager.store.get_reader(upload_id)
+        # opening is checked (never a FIFO, never through a symlink), but off the loop
+        reader = await self._run(self.manager.store.get_reader, upload_id)
         remaining = info.size or 0
         with reader:
             filetype = info.metadata.get("filetype", "").lower()

@@ -120,21 +120,29 @@ class UploadManager:
         """Where the upload's file is now, relative to root_dir, once it landed."""
         return self.relative(self.store.landed_path(info))
 
-    def get_info(self, upload_id: str) -> FileInfo:
-        """The upload's info, as a client may rely on it (HEAD, PATCH). The caller
-        holds the lock. Raises UploadExpired once its expiry has passed,
-        LandingRefused if it can never land (its bytes are kept), UploadGone once its
-        landed file was moved, deleted or changed. A complete upload whose final move
-        failed is moved now."""
-        info = self.store.get_info(upload_id)
+    def settle(self, info: FileInfo) -> tuple[FileInfo, bool]:
+        """Complete an upload whose bytes all arrived without their commit, and land
+        one whose move failed before (``store.settle``); return its info and whether
+        it landed now. A move that fails again is logged and left to the sweep;
+        LandingRefused (for good) is raised. The caller holds the lock; touches whole
+        files: run it off the event loop, then report with ``completed``/``refused``."""
+        try:
+            landed = self.store.settle(info)
+        except LandingFailed as exc:
+            self.log.warning("upload %s: the final move failed again: %s", info.id, exc)
+            landed = False
+        return self.store.get_info(info.id), landed
+
+    def check(self, info: FileInfo) -> FileInfo:
+        """The upload as a client may rely on it (HEAD, PATCH): raises LandingRefused
+        if it can never land (its bytes are kept), UploadGone once its landed file was
+        moved, deleted or changed, UploadExpired once its expiry has passed."""
         if info.is_complete and info.path:
             if info.landing_error:
                 raise LandingRefused(info.landing_error)
-            if self._finish_landing(info):
-                self.completed(info)
             self.store.check_landed(info)
         if info.expires is not None and info.expires <= time.time():
-            raise UploadExpired(f"upload {upload_id} expired and will be removed")
+            raise UploadExpired(f"upload {info.id} expired and will be removed")
         return info
 
     def get_complete_info(self, upload_id: str) -> FileInfo:
@@ -210,11 +218,18 @@ class UploadManager:
         for upload_id, reason in self.store.quarantined().items():
             self._send_event("quarantined", FileInfo(id=upload_id), reason=reason)
 
-    def terminate(self, upload_id: str, action: str = "terminated") -> None:
-        """Remove an upload (the caller holds its lock)."""
+    def terminate(self, upload_id: str) -> None:
+        """Remove an upload at its client's request (the caller holds its lock)."""
+        self.removed(self._terminate(upload_id), "terminated")
+
+    def _terminate(self, upload_id: str) -> FileInfo:
         info = self.store.get_info(upload_id)
         self.store.terminate(upload_id)
-        self.log.info("upload %s %s: %s", upload_id, action, self.describe(info))
+        return info
+
+    def removed(self, info: FileInfo, action: str) -> None:
+        """Report a removed upload (``terminated`` or ``expired``), on the event loop."""
+        self.log.info("upload %s %s: %s", info.id, action, self.describe(info))
         self._send_event(action, info)
 
     def _send_event(self, action: str, info: FileInfo, reason: str | None = None) -> None:
@@ -230,35 +245,26 @@ class UploadManager:
             data["reason"] = reason
         self._emit(data)
 
-    def _finish_landing(self, info: FileInfo, report: bool = True) -> bool:
-        """Retry a failed final move (the caller holds the lock); True once moved.
-        LandingRefused (for good) is raised, and reported unless ``report`` is False
-        (off the event loop, where events cannot be emitted)."""
-        try:
-            return self.store.finish_landing(info)
-        except LandingFailed as exc:
-            self.log.warning("upload %s: the final move failed again: %s", info.id, exc)
-            return False
-        except LandingRefused:
-            if report:
-                self.refused(info)
-            raise
-
     def retry_landings(self) -> tuple[list[FileInfo], list[FileInfo]]:
-        """Move the finished uploads whose final move failed (a destination that was
-        full or read-only for a while), so their files appear without a client
-        coming back; return those that landed and those refused for good. Uploads
-        whose lock is held are left to their holder. Touches whole files (a copy
-        across filesystems): run it in a thread, then report each with ``completed``
-        or ``refused`` on the event loop."""
+        """Complete and move the uploads with all their bytes that wait for it (a
+        write that ended without its commit; a destination that was full or
+        read-only for a while), so their files appear without a client coming back;
+        return those that landed and those refused for good. Uploads whose lock is
+        held are left to their holder. Touches whole files (a copy across
+        filesystems): run it in a thread, then report each with ``completed`` or
+        ``refused`` on the event loop."""
         landed, refused = [], []
         for info in list(self.store.pending_landings()):
             with self._lock_if_free(info.id) as free:
+                if not free:
+                    continue
                 try:
-                    if free and self._finish_landing(info, report=False):
-                        landed.append(info)
+                    info, moved = self.settle(info)
                 except LandingRefused:
-                    refused.append(info)
+                    refused.append(self.store.get_info(info.id))
+                    continue
+                if moved:
+                    landed.append(info)
         return landed, refused
 
     @contextlib.contextmanager
@@ -277,13 +283,14 @@ class UploadManager:
 
     # ------------------------------------------------------------------ expiry
 
-    def remove_expired(self) -> list[str]:
+    def remove_expired(self) -> list[FileInfo]:
         """Remove expired unfinished uploads whose lock is free right now (an upload
-        being written holds its lock, so it is never removed under a writer)."""
+        being written holds its lock, so it is never removed under a writer); return
+        them. Reads every record: run it in a thread, then report each with
+        ``removed(info, "expired")`` on the event loop."""
         removed = []
         for upload_id in list(self.store.expired_uploads()):
             with self._lock_if_free(upload_id) as free:
                 if free:
-                    self.terminate(upload_id, action="expired")
-                    removed.append(upload_id)
+                    removed.append(self._terminate(upload_id))
         return removed

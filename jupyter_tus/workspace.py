@@ -109,6 +109,11 @@ class Workspace:
             raise LandingRefused("the destination is the server's root directory itself")
         return list(parts)
 
+    def check_name(self, name: str) -> None:
+        """The file's own name: hidden names only where the contents manager allows."""
+        if name.startswith(".") and not self.allow_hidden:
+            raise LandingRefused(f"{name!r} is a hidden name; upload it under another name")
+
     def _check_real(self, fd: int, shown: str) -> None:
         """The folder open as ``fd`` is really inside the root, and not hidden."""
         real = _real_path(fd)
@@ -187,12 +192,15 @@ def _open_dir(name: str, dir_fd: int) -> int:
 
 
 def _real_path(fd: int) -> Path | None:
-    """Where the folder open as ``fd`` really is now; None if it was removed."""
+    """Where the folder open as ``fd`` really is now; None if it was removed (the
+    kernel's name for it then leads elsewhere, or nowhere)."""
     try:
         link = os.readlink(f"/proc/self/fd/{fd}")
-    except FileNotFoundError:
+        there = os.stat(link)
+    except OSError:
         return None
-    if link.endswith(" (deleted)"):
+    here = os.fstat(fd)
+    if (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
         return None
     return Path(link)
 

@@ -50,7 +50,7 @@ async def test_expired_upload_is_gone_and_swept(tus, tus_app, staging, tus_confi
         removed = tus_app.manager.remove_expired()
     finally:
         lock.release()
-    assert removed == [uid]
+    assert [info.id for info in removed] == [uid]
     assert (await tus.head(uid)).code == 404
     assert (staging / f"{held}.info").exists()
 

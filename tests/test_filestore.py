@@ -365,3 +365,39 @@ def test_a_staged_copy_back_after_landing_never_lands_twice(far_store, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["once.bin"]
     assert not (far_store.directory / uid).exists()
     assert far_store.get_info(uid).path == str(dest)
+
+
+@pytest.mark.parametrize("planted", ["hard link", "fifo"])
+def test_across_filesystems_a_planted_temp_name_is_replaced_never_written_through(
+    far_store, tmp_path, planted
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours")
+    uid = far_store.new_upload(FileInfo(size=8, path=str(tmp_path / "up.bin")))
+    temp = tmp_path / f".{uid}.tus-tmp"  # its name can be guessed from the staging folder
+    if planted == "hard link":
+        os.link(victim, temp)
+    else:
+        os.mkfifo(temp)
+    far_store.write_chunk(uid, 0, io.BytesIO(b"uploaded"))
+    assert (tmp_path / "up.bin").read_bytes() == b"uploaded"
+    assert victim.read_bytes() == b"not yours"
+    assert not temp.exists()
+
+
+def test_concatenation_holds_its_partials(store, tmp_path):
+    from jupyter_tus.store import UploadLocked
+
+    a = store.new_upload(FileInfo(size=1, is_partial=True))
+    store.write_chunk(a, 0, io.BytesIO(b"a"))
+    final = store.new_upload(FileInfo(is_final=True, path=str(tmp_path / "f.bin")))
+    with store.lock(a), pytest.raises(UploadLocked):  # a DELETE of it in flight
+        store.concat_uploads(final, [a])
+    (store.directory / a).unlink()  # its bytes gone by hand
+    with pytest.raises(UploadNotFound, match="gone"):
+        store.concat_uploads(final, [a])
+    b = store.new_upload(FileInfo(size=1, is_partial=True))
+    store.write_chunk(b, 0, io.BytesIO(b"b"))
+    final = store.new_upload(FileInfo(is_final=True, path=str(tmp_path / "twice.bin")))
+    store.concat_uploads(final, [b, b])  # one partial twice: allowed
+    assert (tmp_path / "twice.bin").read_bytes() == b"bb"

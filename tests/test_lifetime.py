@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -382,6 +383,101 @@ async def test_a_refused_landing_and_a_quarantine_are_reported_as_events(
     tus_app.manager.recover()
     await wait_events(events, 2)
     assert events[1]["action"] == "quarantined" and events[1]["id"] == bad
-    assert "IsADirectoryError" in events[1]["reason"]
+    assert events[1]["reason"] == "FileNotFoundError: not a regular file"
     assert (await tus.head(bad)).code == 503
     assert (await tus.head(uid)).code == 403  # the others answer as before
+
+
+# ----------------------------------------------------------- found by trying to break it
+
+
+async def test_a_write_that_ended_with_every_byte_but_no_commit_lands_on_the_next_request(
+    tus, tus_app, jp_root_dir, staging
+):
+    # A chunked PATCH carrying every byte whose end never came (the link dropped): the
+    # bytes are kept; the next request on the upload completes and lands it.
+    uid = await tus.create_id(10, {"filename": "cut.bin"})
+    writer = tus_app.manager.store.open_writer(uid, 0)
+    writer.write(b"0123456789")
+    writer.abort()
+    assert not tus_app.manager.store.get_info(uid).is_complete
+    head = await tus.head(uid)
+    assert head.code == 200 and head.headers[PATH_HEADER] == "cut.bin"
+    assert (jp_root_dir / "cut.bin").read_bytes() == b"0123456789"
+    assert (await tus.request("GET", uid)).body == b"0123456789"
+
+
+async def test_the_sweep_completes_a_full_upload_and_never_expires_it(tus, tus_app, jp_root_dir):
+    store = tus_app.manager.store
+    uid = await tus.create_id(4, {"filename": "swept.bin"})
+    writer = store.open_writer(uid, 0)
+    writer.write(b"abcd")
+    writer.abort()
+    assert uid not in list(store.expired_uploads(now=time.time() + 10 * 365 * 86400))
+    landed, refused = tus_app.manager.retry_landings()
+    assert [i.id for i in landed] == [uid] and refused == []
+    assert (jp_root_dir / "swept.bin").read_bytes() == b"abcd"
+
+
+async def test_a_fifo_in_place_of_staged_bytes_never_hangs_the_server(tus, staging):
+    uid = await tus.create_id(3, headers={"Upload-Concat": "partial"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204  # complete, kept in the store
+    (staging / uid).unlink()
+    os.mkfifo(staging / uid)
+    assert (await tus.request("GET", uid)).code == 404
+    fifo_record = "F" * 32
+    os.mkfifo(staging / f"{fifo_record}.info")
+    assert (await tus.head(fifo_record)).code == 404
+    r = await tus.fetch("api", "tus", "uploads", method="GET", headers={"Tus-Resumable": "1.0.0"})
+    assert r.code == 200  # the list reads every record: none blocks it
+
+
+async def test_a_symlink_in_place_of_staged_bytes_is_never_followed(tus, staging, outside):
+    secret = outside / "secret.txt"
+    secret.write_bytes(b"TOPSECRET")
+    uid = await tus.create_id(10, {"filename": "x.bin"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    (staging / uid).unlink()
+    (staging / uid).symlink_to(secret)
+    head = await tus.head(uid)
+    assert head.headers["Upload-Offset"] == "0"  # not the size of what the link names
+    r = await tus.patch(uid, 0, b"XYZ")
+    assert r.code == 404 and b"gone" in r.body
+    assert secret.read_bytes() == b"TOPSECRET"
+    partial = await tus.create_id(3, headers={"Upload-Concat": "partial"})
+    assert (await tus.patch(partial, 0, b"abc")).code == 204
+    (staging / partial).unlink()
+    (staging / partial).symlink_to(secret)
+    r = await tus.request("GET", partial)
+    assert r.code == 404 and b"TOPSECRET" not in r.body
+
+
+@pytest.mark.parametrize("content", ["not json", '{"id": "ID", "size": "10"}', "dir"])
+async def test_a_record_of_the_wrong_shape_is_no_upload_and_breaks_nothing(tus, staging, content):
+    uid = "W" * 32
+    if content == "dir":
+        (staging / f"{uid}.info").mkdir()
+    else:
+        (staging / f"{uid}.info").write_text(content.replace("ID", uid))
+    (staging / uid).write_bytes(b"")
+    assert (await tus.head(uid)).code == 404
+    r = await tus.fetch("api", "tus", "uploads", method="GET", headers={"Tus-Resumable": "1.0.0"})
+    assert r.code == 200 and uid.encode() not in r.body
+
+
+async def test_a_folder_named_like_a_kernel_note_is_an_ordinary_folder(tus, jp_root_dir):
+    (jp_root_dir / "old (deleted)").mkdir()
+    uid = await tus.create_id(2, {"filename": "x.bin", "path": "old (deleted)"})
+    assert (await tus.patch(uid, 0, b"ok")).code == 204
+    assert (jp_root_dir / "old (deleted)" / "x.bin").read_bytes() == b"ok"
+
+
+async def test_names_taken_during_uploads_count_up_from_the_name_asked_for(tus, jp_root_dir):
+    uploads = [await half_sent(tus, b"abcd", filename="same.txt") for _ in range(3)]
+    (jp_root_dir / "same.txt").write_text("taken meanwhile")
+    landed = []
+    for uid in uploads:
+        r = await finish(tus, uid, b"abcd")
+        assert r.code == 204
+        landed.append(urllib.parse.unquote(r.headers[PATH_HEADER]))
+    assert landed == ["same (1).txt", "same (2).txt", "same (3).txt"]
