@@ -5,7 +5,7 @@ from __future__ import annotations
 from .filestore import Durability, FileStore, UploadLock
 
 # Notebook helpers (light: jupyter_server is imported only to find a running server).
-from .helpers import get_info, get_reader, list_uploads, load
+from .helpers import AmbiguousName, get_info, get_reader, list_uploads, load
 from .store import (
     Checksum,
     ChecksumMismatch,
@@ -21,6 +21,7 @@ from .store import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousName",
     "Checksum",
     "ChecksumMismatch",
     "DataStore",

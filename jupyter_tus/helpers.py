@@ -16,10 +16,14 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from . import summary
 from .filestore import FileStore
-from .store import FileInfo, UploadIncomplete, UploadNotFound
+from .store import FileInfo, UploadIncomplete
 
 __all__ = [
+    "AmbiguousName",
+    "LoadedBytes",
+    "LoadedText",
     "Uploads",
     "default_store",
     "find_server",
@@ -193,27 +197,98 @@ def _progress(info: FileInfo) -> str:
     return f"{info.offset} of {info.size} bytes received ({percent:.1f} %)"
 
 
+REPR_LIMIT = 2000  # characters: a longer loaded text or bytes shows its start and its size
+
+
+def _bounded_repr(value: str | bytes, unit: str) -> str:
+    base = str.__repr__ if isinstance(value, str) else bytes.__repr__
+    if len(value) <= REPR_LIMIT:
+        return base(value)
+    from .display import human_size
+
+    size = human_size(len(value.encode() if isinstance(value, str) else value))
+    head = base(value[:100])  # at most ~400 characters, escapes included
+    return f"<{len(value):,} {unit} ({size}), starting {head}>"
+
+
+class LoadedBytes(bytes):
+    """The ``bytes`` :func:`load` returns: bytes in every way, but a cell ending in it
+    shows its start and size rather than flooding the page with megabytes."""
+
+    def __repr__(self) -> str:
+        return _bounded_repr(self, "bytes")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+class LoadedText(str):
+    """The ``str`` :func:`load` returns, with the same bounded display."""
+
+    def __repr__(self) -> str:
+        return _bounded_repr(self, "characters")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+class AmbiguousName(ValueError):
+    """A bare file name that names several files (uploads to different folders, or an
+    upload and a file in the working directory); the message lists them."""
+
+
 def _find(x: str | os.PathLike | FileInfo, store: StoreLike) -> tuple[str, FileInfo | None]:
-    """Resolve what :func:`load` was given to (name for the format, landed info)."""
+    """Resolve what :func:`load` was given to (name for the format, upload or None).
+
+    An upload id, or a FileInfo; a path with a folder ("data/x.csv": as the file
+    browser names it, from the server's root, or a path from the working directory);
+    or a bare name, which must name exactly one file: the uploads of that name (the
+    newest per destination) and a file of that name in the working directory."""
     if isinstance(x, FileInfo):
         info = x
         with contextlib.suppress(LookupError):  # refresh: it may have finished since
             info = get_info(x.id, store)
         return info.filename, info
     name = os.fspath(x)
-    if Path(name).expanduser().is_file():
-        return name, None
-    found: FileInfo | None = None
-    with contextlib.suppress(UploadNotFound):
-        found = get_info(name, store)  # an upload id
-    if found is None:
-        # A file name an upload was given (newest first): says how far an unfinished one got.
+    here = Path(name).expanduser()
+    try:
         uploads = list_uploads(store)
-        found = next((u for u in uploads if u.filename == name), None)
-        found = found or next((u for u in uploads if u.filename == Path(name).name), None)
-    if found is None:
+    except LookupError:  # no store: only files
+        if here.is_file():
+            return name, None
+        raise
+    by_id = next((u for u in uploads if u.id == name), None)
+    if by_id is not None:
+        return by_id.filename, by_id
+    root = workspace_root()
+    if "/" in name or os.sep in name:
+        wanted = {str(here.resolve())}
+        if root is not None:
+            wanted.add(str(root / name.strip("/")))
+        found = next((u for u in uploads if u.path in wanted), None)
+        if found is not None:
+            return found.filename, found
+        if here.is_file():
+            return name, None
+        raise FileNotFoundError(f"{name!r} is neither a file nor the destination of an upload")
+    candidates: dict[str, tuple[str, FileInfo | None]] = {}
+    for u in uploads:  # newest first: the newest upload per destination
+        if u.filename == name:
+            candidates.setdefault(u.path or f"(in the store) {u.id}", (u.filename, u))
+    if here.is_file():
+        candidates.setdefault(str(here.resolve()), (name, None))
+    if len(candidates) == 1:
+        return next(iter(candidates.values()))
+    if not candidates:
         raise FileNotFoundError(f"{name!r} is neither a file in {os.getcwd()} nor an upload")
-    return found.filename, found
+    shown = []
+    for where, (_, info) in candidates.items():
+        place = summary.relative(where, root) or where
+        shown.append(f"{place} (upload {info.id})" if info else f"{place} (a file here)")
+    raise AmbiguousName(
+        f"{name!r} names {len(candidates)} files: {', '.join(shown)}; pass an upload id"
+        " or a path with its folder, as the file browser shows it"
+    )
 
 
 def _format(name: str, info: FileInfo | None, fmt: str | None) -> str:
@@ -294,4 +369,6 @@ def load(
         text = kind in _TEXT
         f = stack.enter_context(open(target, "rb")) if isinstance(target, str) else target
         data = f.read()
-        return data.decode(encoding) if text else data
+        if text:
+            return LoadedText(data, encoding)  # decoded straight into the result
+        return LoadedBytes(data)
