@@ -463,7 +463,15 @@ export function retryReason(kind: FailureKind, status?: number): string {
 
 /** Every state an upload goes through; `interrupted` is one found again after a reload. */
 export type UploadState =
-  'queued' | 'uploading' | 'retrying' | 'paused' | 'failed' | 'done' | 'cancelled' | 'interrupted';
+  | 'queued'
+  | 'uploading'
+  | 'retrying'
+  | 'paused'
+  | 'failed'
+  | 'done'
+  | 'cancelled'
+  | 'interrupted'
+  | 'elsewhere'; // another tab (or front end) drives it; this one shows its progress
 
 /** What a status line is made of (an UploadItem is one). */
 export interface IStatusSource {
@@ -484,6 +492,8 @@ export interface IStatusSource {
   readonly landedPath: string | null;
   readonly hasHandle: boolean;
   readonly question: string;
+  /** State `elsewhere`: the state of the upload where it runs. */
+  readonly remoteState?: string;
 }
 
 /** The fraction of the file the server holds (1 when done). */
@@ -541,6 +551,11 @@ export function statusLine(s: IStatusSource, now: number): string {
     case 'cancelled':
       parts.push('cancelled');
       break;
+    case 'elsewhere': {
+      const there = s.remoteState && s.remoteState !== 'uploading' ? ` (${s.remoteState})` : '';
+      parts.push(`running in another tab${there}`, pct, amount);
+      break;
+    }
     case 'interrupted':
       parts.push(`interrupted at ${pct}`, `${amount} → ${displayFolder(s.folder)}`);
       parts.push(s.hasHandle ? 'click Resume' : 'Resume and pick the file again');

@@ -49,6 +49,17 @@ import {
   shouldRetry
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
+import {
+  CHANNEL_NAME,
+  IChannel,
+  IChunkMemory,
+  IRemoteStatus,
+  ITabs,
+  StorageChunkMemory,
+  TabMessage,
+  browserTabs,
+  isTabMessage
+} from './shared';
 
 export type { UploadState } from './core';
 
@@ -96,6 +107,11 @@ export interface IUploaderOptions {
   connectivity?: IConnectivity;
   /** Milliseconds without any progress or answer after which a request counts as lost. */
   stallTimeout?: number;
+  /** Where the chunk size a proxy accepted is remembered (default: localStorage, per
+   * endpoint, shared by every front end and tab of the browser). */
+  chunkMemory?: IChunkMemory;
+  /** Web Locks and BroadcastChannel (default: the browser's; null: no coordination). */
+  tabs?: ITabs | null;
 }
 
 /** Headers that say an answer came from the tus server itself. */
@@ -128,6 +144,8 @@ export class UploadItem implements IStatusSource {
   state: UploadState;
   /** Bytes the server holds (or has been sent, while a request is under way). */
   sent = 0;
+  /** Bytes the server said it holds (a chunk landed, or its HEAD), as far as known. */
+  confirmed = 0;
   /** Bytes the server held when this session started or last resumed it. */
   resumedFrom = 0;
   /** Why it failed (state `failed`), in plain words. */
@@ -160,6 +178,16 @@ export class UploadItem implements IStatusSource {
   resuming = false;
   /** Where the server says the file landed (it differs when the name was taken). */
   landedPath: string | null = null;
+  /** The state of the upload in the uploader that drives it (state `elsewhere`). */
+  remoteState = '';
+  /** Let go of the lock that makes this uploader the upload's driver. */
+  releaseLock?: () => void;
+  /** Stop waiting for that lock (state `elsewhere`). */
+  stopWaiting?: () => void;
+  /** Another uploader drove this upload before this one took it over. */
+  followed = false;
+  /** When the driver's status was last broadcast (ms). */
+  broadcastAt = 0;
   /** Timers of the retry wait, the countdown and the stall watchdog. */
   timers: { retry?: any; tick?: any; stall?: any; online?: () => void } = {};
 
@@ -187,7 +215,9 @@ export class UploadItem implements IStatusSource {
 
   /** Still going, or waiting for the user to resume it. */
   get active(): boolean {
-    return ['queued', 'uploading', 'retrying', 'paused', 'failed'].includes(this.state);
+    return ['queued', 'uploading', 'retrying', 'paused', 'failed', 'elsewhere'].includes(
+      this.state
+    );
   }
 }
 
@@ -205,6 +235,17 @@ export class TusUploader {
     this._urlStorage = options.urlStorage ?? defaultOptions.urlStorage;
     this._httpStack = options.httpStack ?? defaultOptions.httpStack;
     this._stallTimeout = options.stallTimeout ?? 60_000;
+    this._changed.connect((_, item) => item && this._broadcast(item));
+    this._chunkMemory = options.chunkMemory ?? new StorageChunkMemory();
+    this._tabs = options.tabs === undefined ? browserTabs() : options.tabs;
+    if (this._tabs) {
+      try {
+        this._channel = this._tabs.openChannel(CHANNEL_NAME);
+        this._channel.onmessage = event => this._onTabMessage(event.data);
+      } catch {
+        this._channel = null;
+      }
+    }
   }
 
   get changed(): ISignal<this, UploadItem | null> {
@@ -219,9 +260,17 @@ export class TusUploader {
     return this._options.endpoint;
   }
 
-  /** The chunk size a proxy's 413 taught this uploader (null: none yet). */
+  /** The chunk size a proxy's 413 taught this uploader, or any other front end or tab
+   * of this browser for the same endpoint, now or before a reload (null: none yet). */
   get learnedChunkSize(): number | null {
-    return this._learnedChunk;
+    let remembered: number | null = null;
+    try {
+      remembered = this._chunkMemory.get(this.endpoint);
+    } catch {
+      remembered = null;
+    }
+    const known = [this._learnedChunk, remembered].filter((n): n is number => n !== null);
+    return known.length ? Math.min(...known) : null;
   }
 
   /**
@@ -233,7 +282,7 @@ export class TusUploader {
     const fp = fingerprint(file, this.endpoint, folder);
     // An earlier entry for the same file becomes this upload.
     for (const old of this._items.filter(i => i.fingerprint === fp)) {
-      if (['queued', 'uploading', 'retrying', 'paused'].includes(old.state)) {
+      if (['queued', 'uploading', 'retrying', 'paused', 'elsewhere'].includes(old.state)) {
         throw new Error(
           `"${file.name}" is already being uploaded to ${folder || 'the top folder'}`
         );
@@ -254,6 +303,17 @@ export class TusUploader {
     });
     this._items.unshift(item);
     this._changed.emit(item);
+
+    // One driver per upload across tabs and front ends: while another holds the lock of
+    // this fingerprint, show its progress and send nothing; take over when it lets go.
+    if (!(await this._lead(item))) {
+      if (!(await this._follow(item))) {
+        return done; // landed or given up meanwhile
+      }
+    }
+    if (item.state !== 'queued') {
+      return done; // cancelled meanwhile
+    }
 
     const upload = this._makeUpload(item, !!request.overwrite);
     item.upload = upload;
@@ -277,6 +337,13 @@ export class TusUploader {
         taken = await this._options.exists(item.path);
       } catch {
         taken = false;
+      }
+      if (taken && item.followed && item.remoteState !== 'cancelled') {
+        // Another tab drove this upload and let go with nothing left to resume: it landed.
+        item.sent = item.size;
+        this._finish(item, 'done');
+        this._options.landed?.(item);
+        return done;
       }
       if (taken && !(await this._ask(item))) {
         return done;
@@ -387,6 +454,12 @@ export class TusUploader {
       this._remove(item);
       return;
     }
+    if (item.state === 'elsewhere') {
+      // Only this view gives up waiting: the tab that drives the upload goes on.
+      item.stopWaiting?.();
+      this._finish(item, 'cancelled');
+      return;
+    }
     const upload = item.upload;
     const started = item.state !== 'queued';
     this._stopTimers(item);
@@ -421,8 +494,15 @@ export class TusUploader {
         item.state = 'paused';
         void item.upload.abort(false);
       }
+      item.stopWaiting?.();
+      item.releaseLock?.();
       item.settle?.(false);
       item.settle = undefined;
+    }
+    if (this._channel) {
+      this._channel.onmessage = null;
+      this._channel.close();
+      this._channel = null;
     }
     Signal.clearData(this);
   }
@@ -450,6 +530,20 @@ export class TusUploader {
         continue;
       }
       if (this._items.some(i => i.fingerprint === fp)) {
+        continue;
+      }
+      if (await this._drivenElsewhere(fp)) {
+        const item = new UploadItem(
+          parsed.name,
+          parsed.folder,
+          entry.size ?? parsed.size,
+          fp,
+          'elsewhere'
+        );
+        item.urlStorageKey = key;
+        item.uploadUrl = entry.uploadUrl;
+        item.parallelUploadUrls = entry.parallelUploadUrls;
+        this._followRestored(item);
         continue;
       }
       const urls = entry.parallelUploadUrls?.length
@@ -543,7 +637,7 @@ export class TusUploader {
     const file = item.file!;
     const endpoint = this.endpoint;
     const folder = item.folder;
-    const chunkSize = Math.min(settings.chunkSize, this._learnedChunk ?? Infinity);
+    const chunkSize = Math.min(settings.chunkSize, this.learnedChunkSize ?? Infinity);
     // The parts of a parallel upload get these callbacks too, with offsets of their own:
     // only the whole upload's progress (onProgress) counts then.
     const single = settings.parallelUploads <= 1;
@@ -552,6 +646,9 @@ export class TusUploader {
       metadata: buildMetadata(file, folder, overwrite),
       chunkSize,
       parallelUploads: settings.parallelUploads,
+      // A file that fits in one request goes in the creation request itself
+      // (creation-with-upload): one request per small file.
+      uploadDataDuringCreation: single && file.size <= chunkSize,
       // The retry rule is ours (see _onError): tus-js-client's gives up after its last
       // delay and not at all while offline.
       retryDelays: null,
@@ -583,6 +680,7 @@ export class TusUploader {
       onChunkComplete: (_chunk: number, accepted: number) => {
         if (single) {
           item.sent = accepted;
+          item.confirmed = accepted;
         }
         // A chunk landed: the connection works, the next failure starts the backoff anew.
         item.attempt = 0;
@@ -619,6 +717,7 @@ export class TusUploader {
           const offset = Number(res.getHeader('Upload-Offset') ?? NaN);
           if (Number.isFinite(offset)) {
             item.sent = offset;
+            item.confirmed = offset;
             item.resumedFrom = offset;
             item.meter.reset();
             item.note = offset > 0 ? `resumed at ${formatBytes(offset)}` : '';
@@ -661,7 +760,18 @@ export class TusUploader {
       return { kind: 'unreadable' };
     }
     const status = response?.getStatus();
-    const kind = classifyFailure(request.getMethod(), status, !!response?.getHeader(TUS_RESUMABLE));
+    const fromTus = !!response?.getHeader(TUS_RESUMABLE);
+    if (
+      status === 413 &&
+      !fromTus &&
+      request.getMethod() === 'POST' &&
+      request.getHeader('Content-Type') === 'application/offset+octet-stream'
+    ) {
+      // A creation carrying the file (creation-with-upload) refused by a proxy's body
+      // limit, not by the server's maximum size.
+      return { kind: 'too-large-chunk', status, response, request };
+    }
+    const kind = classifyFailure(request.getMethod(), status, fromTus);
     return { kind, status, response, request };
   }
 
@@ -671,6 +781,10 @@ export class TusUploader {
     }
     this._unwatch(item);
     const upload = item.upload!;
+    if (upload.options.parallelUploads === undefined || upload.options.parallelUploads <= 1) {
+      // The bytes of the failed request did not count: show what the server holds.
+      item.sent = Math.min(item.sent, item.confirmed);
+    }
     const failure = this._classify(err);
     const { kind } = failure;
     console.debug('jupyter-tus:', kind, item.path, err);
@@ -724,8 +838,16 @@ export class TusUploader {
       );
     }
     upload.options.chunkSize = next;
-    // The next files start with what the proxy let through.
+    upload.options.uploadDataDuringCreation =
+      !!upload.options.uploadDataDuringCreation && item.size <= next;
+    // The next files start with what the proxy let through, in every front end and tab
+    // of this browser, and after a reload.
     this._learnedChunk = Math.min(this._learnedChunk ?? Infinity, next);
+    try {
+      this._chunkMemory.set(this.endpoint, next);
+    } catch (err) {
+      console.debug('jupyter-tus: could not remember the chunk size', err);
+    }
     item.chunkNote = `chunks of ${formatBytes(next)} (proxy limit)`;
     return true;
   }
@@ -896,15 +1018,214 @@ export class TusUploader {
     item.state = state;
     item.meter.reset();
     this._changed.emit(item);
+    // Said to the other tabs before the lock goes: one waiting for it knows the outcome.
+    item.releaseLock?.();
     item.settle?.(state === 'done');
     item.settle = undefined;
   }
 
   private _remove(item: UploadItem): void {
+    item.stopWaiting?.();
+    item.releaseLock?.();
     const i = this._items.indexOf(item);
     if (i >= 0) {
       this._items.splice(i, 1);
       this._changed.emit(null);
+    }
+  }
+
+  /**
+   * Try to become the driver of `item`'s upload: true when this uploader holds its lock
+   * (kept until the upload ends or this uploader goes away), or when there is no
+   * coordination; false when another tab or front end drives it.
+   */
+  private _lead(item: UploadItem): Promise<boolean> {
+    const tabs = this._tabs;
+    if (!tabs) {
+      return Promise.resolve(true);
+    }
+    return new Promise<boolean>(resolve => {
+      let answered = false;
+      tabs.locks
+        .request(item.fingerprint, { ifAvailable: true }, lock => {
+          answered = true;
+          if (!lock) {
+            resolve(false);
+            return undefined;
+          }
+          resolve(true);
+          return this._holdLock(item);
+        })
+        .catch(err => {
+          // No locks here (e.g. an opaque origin): drive it alone, as before.
+          console.debug('jupyter-tus: no lock for', item.path, err);
+          if (!answered) {
+            resolve(true);
+          }
+        });
+    });
+  }
+
+  /** Keep the lock (the promise the lock callback returns) until released. */
+  private _holdLock(item: UploadItem): Promise<void> {
+    return new Promise<void>(release => {
+      item.releaseLock = () => {
+        item.releaseLock = undefined;
+        release();
+      };
+    });
+  }
+
+  /**
+   * Another uploader drives `item`'s upload: show it as running elsewhere, with the
+   * driver's progress, until the lock is ours (true: take over, from the server's
+   * offset), or it landed or the user gave up waiting (false).
+   */
+  private async _follow(item: UploadItem): Promise<boolean> {
+    item.state = 'elsewhere';
+    item.followed = true;
+    this._changed.emit(item);
+    this._post({ type: 'ask', fingerprint: item.fingerprint });
+    const granted = await this._waitForLock(item);
+    if (!granted || item.state !== 'elsewhere') {
+      return false;
+    }
+    if (item.remoteState === 'done') {
+      item.sent = item.size;
+      this._finish(item, 'done');
+      this._options.landed?.(item);
+      return false;
+    }
+    // The driver went away (tab closed or reloaded, or it cancelled): ours now.
+    item.state = 'queued';
+    this._changed.emit(item);
+    return true;
+  }
+
+  /** Wait until the lock of `item`'s upload is ours (true), or waiting stops (false). */
+  private _waitForLock(item: UploadItem): Promise<boolean> {
+    const tabs = this._tabs!;
+    const abort = new AbortController();
+    return new Promise<boolean>(resolve => {
+      item.stopWaiting = () => {
+        item.stopWaiting = undefined;
+        abort.abort();
+        resolve(false);
+      };
+      tabs.locks
+        .request(item.fingerprint, { signal: abort.signal }, lock => {
+          if (!lock || item.state !== 'elsewhere') {
+            resolve(false);
+            return undefined; // let go at once: nothing more to do here
+          }
+          item.stopWaiting = undefined;
+          resolve(true);
+          return this._holdLock(item);
+        })
+        .catch(() => resolve(false));
+    });
+  }
+
+  /** Whether another tab or front end drives the upload of fingerprint `fp` right now. */
+  private async _drivenElsewhere(fp: string): Promise<boolean> {
+    if (!this._tabs) {
+      return false;
+    }
+    try {
+      return (await this._tabs.locks.request(fp, { ifAvailable: true }, lock => !lock)) === true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** An upload found in storage that another tab drives: shown running there; once that
+   * tab lets go, it is interrupted here (or done, when it landed). */
+  private _followRestored(item: UploadItem): void {
+    item.state = 'elsewhere';
+    item.followed = true;
+    this._items.push(item);
+    this._changed.emit(item);
+    this._post({ type: 'ask', fingerprint: item.fingerprint });
+    void this._waitForLock(item).then(granted => {
+      item.releaseLock?.(); // an interrupted row drives nothing
+      if (!granted || item.state !== 'elsewhere') {
+        return;
+      }
+      if (item.remoteState === 'done') {
+        item.sent = item.size;
+        this._finish(item, 'done');
+      } else if (item.remoteState === 'cancelled') {
+        this._remove(item);
+      } else {
+        item.state = 'interrupted';
+        this._changed.emit(item);
+        void getHandle(item.fingerprint).then(handle => {
+          item.handle = handle;
+          this._changed.emit(item);
+        });
+      }
+    });
+  }
+
+  /** What another uploader said on the channel. */
+  private _onTabMessage(data: unknown): void {
+    if (!isTabMessage(data)) {
+      return;
+    }
+    const msg = data as TabMessage;
+    if (msg.type === 'ask') {
+      const driven = this._items.find(i => i.fingerprint === msg.fingerprint && i.releaseLock);
+      if (driven) {
+        this._broadcast(driven, true);
+      }
+      return;
+    }
+    for (const item of this._items) {
+      if (item.fingerprint !== msg.fingerprint || item.state !== 'elsewhere') {
+        continue;
+      }
+      item.remoteState = msg.state;
+      item.sent = Math.min(item.size, Math.max(0, Number(msg.sent) || 0));
+      if (msg.state === 'done') {
+        item.landedPath = msg.landedPath;
+        item.sent = item.size;
+        item.stopWaiting?.();
+        this._finish(item, 'done');
+        this._options.landed?.(item);
+        continue;
+      }
+      this._changed.emit(item);
+    }
+  }
+
+  /** Tell the other tabs how an upload this uploader drives is going (progress at most
+   * every 250 ms, every change of state at once). */
+  private _broadcast(item: UploadItem, force = false): void {
+    if (!this._channel || !item.releaseLock) {
+      return;
+    }
+    const now = Date.now();
+    const status: IRemoteStatus = {
+      type: 'status',
+      fingerprint: item.fingerprint,
+      state: item.state,
+      sent: item.sent,
+      size: item.size,
+      landedPath: item.landedPath
+    };
+    if (!force && item.state === item.remoteState && now - item.broadcastAt < 250) {
+      return;
+    }
+    item.broadcastAt = now;
+    item.remoteState = item.state; // what the others were told last
+    this._post(status);
+  }
+
+  private _post(message: TabMessage): void {
+    try {
+      this._channel?.postMessage(message);
+    } catch (err) {
+      console.debug('jupyter-tus: could not tell the other tabs', err);
     }
   }
 
@@ -917,6 +1238,9 @@ export class TusUploader {
   private _changed = new Signal<this, UploadItem | null>(this);
   private _warned413 = false;
   private _learnedChunk: number | null = null;
+  private _chunkMemory: IChunkMemory;
+  private _tabs: ITabs | null;
+  private _channel: IChannel | null = null;
 }
 
 /** Send cookies with XHR requests (same origin: they go anyway; harmless elsewhere). */

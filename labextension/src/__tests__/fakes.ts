@@ -217,8 +217,14 @@ export class FakeTusServer implements HttpStack {
         return new FakeResponse(201, { ...TUS, Location: `/api/tus/uploads/${id}` });
       }
       const length = Number(h('Upload-Length'));
-      this.uploads.set(id, { length, offset: 0, data: new Uint8Array(length), metadata });
-      return new FakeResponse(201, { ...TUS, Location: `/api/tus/uploads/${id}` });
+      const stored = { length, offset: 0, data: new Uint8Array(length), metadata };
+      this.uploads.set(id, stored);
+      const headers: Record<string, string> = { ...TUS, Location: `/api/tus/uploads/${id}` };
+      if (body && h('Content-Type') === 'application/offset+octet-stream') {
+        // creation-with-upload: the body is the first bytes of the file.
+        Object.assign(headers, this._write(stored, body));
+      }
+      return new FakeResponse(201, headers);
     }
     const id = url.slice(ENDPOINT.length + 1);
     const upload = this.uploads.get(id);
@@ -241,19 +247,24 @@ export class FakeTusServer implements HttpStack {
       if (Number(h('Upload-Offset')) !== upload.offset) {
         return json(409, 'offset mismatch');
       }
-      const bytes = body?.bytes ?? new Uint8Array(0);
-      upload.data.set(bytes, upload.offset);
-      upload.offset += bytes.length;
-      const headers: Record<string, string> = { ...TUS, 'Upload-Offset': String(upload.offset) };
-      if (upload.offset === upload.length && upload.metadata.filename) {
-        const md = upload.metadata;
-        const path = [md.path, md.filename].filter(Boolean).join('/');
-        this.files.set(path, upload.data);
-        headers['Jupyter-Tus-Path'] = encodeURIComponent(path);
-      }
-      return new FakeResponse(204, headers);
+      return new FakeResponse(204, { ...TUS, ...this._write(upload, body) });
     }
     return new FakeResponse(405, { ...TUS });
+  }
+
+  /** Append a body to an upload; the headers that say so (and where it landed). */
+  private _write(upload: IStoredUpload, body: IBody | null): Record<string, string> {
+    const bytes = body?.bytes ?? new Uint8Array(0);
+    upload.data.set(bytes, upload.offset);
+    upload.offset += bytes.length;
+    const headers: Record<string, string> = { 'Upload-Offset': String(upload.offset) };
+    if (upload.offset === upload.length && upload.metadata.filename) {
+      const md = upload.metadata;
+      const path = [md.path, md.filename].filter(Boolean).join('/');
+      this.files.set(path, upload.data);
+      headers['Jupyter-Tus-Path'] = encodeURIComponent(path);
+    }
+    return headers;
   }
 
   /** The requests of one method, from index `since` on. */
