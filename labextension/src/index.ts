@@ -3,8 +3,8 @@
  * which call `FileBrowserModel.upload()`) goes through tus to `{base_url}api/tus/uploads`.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { Dialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { PageConfig, PathExt, URLExt } from '@jupyterlab/coreutils';
 import {
   FileBrowser,
   FileBrowserModel,
@@ -13,23 +13,33 @@ import {
 } from '@jupyterlab/filebrowser';
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { ToolbarButton, folderIcon } from '@jupyterlab/ui-components';
+import { Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+import { defaultOptions } from 'tus-js-client';
 
 import {
   DEFAULT_SETTINGS,
   IUploadSettings,
   authHeaders,
+  displayFolder,
+  fingerprint,
   joinPath,
   normalizeFolder,
   normalizeSettings
 } from './core';
 import { HandleRegistry, IFileHandle, handlesSupported } from './handles';
 import { UploadPanel } from './panel';
+import { IServerUpload, folderOf, progressSummary } from './serverlist';
 import { TusUploader, UploadItem, probeEndpoint } from './uploader';
 
 const PLUGIN_ID = 'jupyter-tus:plugin';
 
 interface IExtraSettings {
   keepFileHandles: boolean;
+  /** The upload button opens the File System Access picker (else a plain file input). */
+  fileSystemAccessPicker: boolean;
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -37,14 +47,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Resumable tus uploads from the file browser.',
   autoStart: true,
   requires: [IFileBrowserFactory],
-  optional: [IDefaultFileBrowser, ISettingRegistry],
+  optional: [IDefaultFileBrowser, ISettingRegistry, IStatusBar],
   activate: (
     app: JupyterFrontEnd,
     factory: IFileBrowserFactory,
     defaultBrowser: IDefaultFileBrowser | null,
-    registry: ISettingRegistry | null
+    registry: ISettingRegistry | null,
+    statusBar: IStatusBar | null
   ) => {
-    void setUp(app, factory, defaultBrowser, registry);
+    void setUp(app, factory, defaultBrowser, registry, statusBar);
   }
 };
 
@@ -52,14 +63,15 @@ async function setUp(
   app: JupyterFrontEnd,
   factory: IFileBrowserFactory,
   defaultBrowser: FileBrowser | null,
-  registry: ISettingRegistry | null
+  registry: ISettingRegistry | null,
+  statusBar: IStatusBar | null
 ): Promise<void> {
   const serverSettings = ServerConnection.makeSettings();
   const endpoint = URLExt.join(PageConfig.getBaseUrl(), 'api/tus/uploads');
   const headers = () => authHeaders(document.cookie, serverSettings.token);
 
   let settings: IUploadSettings = { ...DEFAULT_SETTINGS };
-  const extra: IExtraSettings = { keepFileHandles: true };
+  const extra: IExtraSettings = { keepFileHandles: true, fileSystemAccessPicker: true };
   if (registry) {
     try {
       const loaded = await registry.load(PLUGIN_ID);
@@ -67,6 +79,7 @@ async function setUp(
         const c = loaded.composite as any;
         settings = normalizeSettings(c);
         extra.keepFileHandles = c.keepFileHandles !== false;
+        extra.fileSystemAccessPicker = c.fileSystemAccessPicker !== false;
       };
       apply();
       loaded.changed.connect(apply);
@@ -133,6 +146,7 @@ async function setUp(
     browsers.add(browser);
     browser.disposed.connect(() => browsers.delete(browser));
     patchModel(browser.model, uploader, () => settings, handles, contents);
+    addFolderButton(app, browser);
     if (handlesSupported()) {
       // Capture the File System Access handle of dropped files before the listing
       // turns them into plain Files (Chromium); the handle allows one-click resume.
@@ -152,7 +166,12 @@ async function setUp(
         (ev: MouseEvent) => {
           const target = ev.target as HTMLElement;
           const picker = (window as any).showOpenFilePicker;
-          if (!extra.keepFileHandles || !picker || !target.closest('.jp-id-upload')) {
+          if (
+            !extra.keepFileHandles ||
+            !extra.fileSystemAccessPicker ||
+            !picker ||
+            !target.closest('.jp-id-upload')
+          ) {
             return;
           }
           ev.preventDefault();
@@ -164,11 +183,30 @@ async function setUp(
     }
   };
 
+  const open = (path: string) => void app.commands.execute('docmanager:open', { path });
+  const reveal = (path: string) => void revealInBrowser(app, defaultBrowser, path);
+  let panel: UploadPanel | null = null;
+  const showPanel = () => {
+    if (!defaultBrowser || !panel) {
+      return;
+    }
+    app.shell.activateById(defaultBrowser.id);
+    panel.node.scrollIntoView({ block: 'nearest' });
+    panel.focusPanel();
+  };
   if (defaultBrowser) {
     patch(defaultBrowser);
-    const panel = new UploadPanel(uploader, pickFile);
+    panel = new UploadPanel({
+      uploader,
+      pickFile: name => pickFile(name),
+      headers,
+      open,
+      reveal,
+      adopt: (upload, file) => adopt(uploader, upload, file)
+    });
     defaultBrowser.addWidget(panel);
   }
+  watchUploads(uploader, { open, reveal, showPanel, statusBar });
   factory.tracker.forEach(patch);
   factory.tracker.widgetAdded.connect((_, b) => patch(b));
 
@@ -250,17 +288,20 @@ async function pickAndUpload(browser: FileBrowser, handles: HandleRegistry): Pro
 }
 
 /** Ask the user to pick the file of an interrupted upload again. */
-async function pickFile(item: UploadItem): Promise<File | null> {
-  const files = await pickFiles(false, `Pick ${item.name} again`);
+async function pickFile(name: string): Promise<File | null> {
+  const files = await pickFiles(false, `Pick ${name} again`);
   return files[0] ?? null;
 }
 
-/** Files picked through a plain `<input type=file>`. */
-function pickFiles(multiple: boolean, title = ''): Promise<File[]> {
+/** Files picked through a plain `<input type=file>` (a folder's, with `folder`). */
+function pickFiles(multiple: boolean, title = '', folder = false): Promise<File[]> {
   return new Promise(resolve => {
     const input = document.createElement('input');
     input.type = 'file';
     input.multiple = multiple;
+    if (folder) {
+      input.webkitdirectory = true;
+    }
     input.className = 'jp-TusUploads-picker';
     input.title = title;
     input.style.display = 'none';
@@ -274,6 +315,206 @@ function pickFiles(multiple: boolean, title = ''): Promise<File[]> {
     });
     document.body.appendChild(input);
     input.click();
+  });
+}
+
+/**
+ * Continue an upload the server lists but this page did not start (another browser, the
+ * widget, a script) with the file the user picked again: it is stored under the file's
+ * fingerprint like any unfinished upload, so the uploader resumes it from the server's
+ * offset instead of creating a new one.
+ */
+async function adopt(uploader: TusUploader, upload: IServerUpload, file: File): Promise<void> {
+  const folder = folderOf(upload);
+  const fp = fingerprint(file, uploader.endpoint, folder);
+  await defaultOptions.urlStorage.addUpload(fp, {
+    size: upload.size,
+    metadata: { filename: file.name, path: folder },
+    creationTime: new Date().toString(),
+    uploadUrl: new URL(upload.url, location.href).href,
+    parallelUploadUrls: null,
+    urlStorageKey: ''
+  });
+  void uploader.upload(file, folder).catch(err => {
+    void showErrorMessage('Upload Error', err as Error);
+  });
+}
+
+/** Show `path` in the file browser: its folder, the file selected. */
+async function revealInBrowser(
+  app: JupyterFrontEnd,
+  browser: FileBrowser | null,
+  path: string
+): Promise<void> {
+  await app.commands.execute('filebrowser:go-to-path', { path });
+  if (browser) {
+    await browser.selectItemByName(PathExt.basename(path)).catch(() => undefined);
+  }
+}
+
+/** The file browser's toolbar gets "Upload a folder" beside its upload button. */
+function addFolderButton(app: JupyterFrontEnd, browser: FileBrowser): void {
+  const button = new ToolbarButton({
+    icon: folderIcon,
+    tooltip: 'Upload a folder (keeps its files and subfolders)',
+    label: '',
+    onClick: () => void uploadFolder(browser)
+  });
+  button.addClass('jp-TusUploadFolder');
+  button.node.setAttribute('aria-label', 'Upload a folder');
+  const place = () => {
+    if (browser.isDisposed || button.parent) {
+      return;
+    }
+    if (!browser.toolbar.insertAfter('upload', 'tus-upload-folder', button)) {
+      browser.toolbar.addItem('tus-upload-folder', button);
+    }
+  };
+  void app.restored.then(place);
+}
+
+/** A folder picked with `<input type=file webkitdirectory>`: each file into its own
+ * folder under the one the browser shows (the server creates missing folders). */
+async function uploadFolder(browser: FileBrowser): Promise<void> {
+  const files = await pickFiles(true, 'Upload a folder', true);
+  if (!files.length) {
+    return;
+  }
+  const base = browser.model.path;
+  const jobs = files.map(file => {
+    const rel = (file as File & { webkitRelativePath?: string }).webkitRelativePath || '';
+    const dir = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
+    return () => browser.model.upload(file, dir ? PathExt.join(base, dir) : base);
+  });
+  // A few at a time, in the order of the folder.
+  let next = 0;
+  const failures: unknown[] = [];
+  const worker = async () => {
+    while (next < jobs.length) {
+      const job = jobs[next++];
+      try {
+        await job();
+      } catch (err) {
+        failures.push(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, jobs.length) }, worker));
+  if (failures.length) {
+    void showErrorMessage('Upload Error', failures[0] as Error);
+  }
+}
+
+/**
+ * What shows outside the panel: the status-bar item while uploads run, a notification
+ * when an upload finishes (one for a batch) or fails, and a warning before leaving the
+ * page while bytes are in flight.
+ */
+function watchUploads(
+  uploader: TusUploader,
+  opts: {
+    open: (path: string) => void;
+    reveal: (path: string) => void;
+    showPanel: () => void;
+    statusBar: IStatusBar | null;
+  }
+): void {
+  const item = new Widget();
+  item.addClass('jp-TusStatusItem');
+  item.node.setAttribute('role', 'button');
+  item.node.tabIndex = 0;
+  item.node.title = 'Show the uploads';
+  item.node.onclick = () => opts.showPanel();
+  item.node.onkeydown = (ev: KeyboardEvent) => {
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      opts.showPanel();
+    }
+  };
+  const activeChanged = new Signal<Widget, void>(item);
+  let active = false;
+  opts.statusBar?.registerStatusItem('jupyter-tus:uploads', {
+    item,
+    align: 'left',
+    rank: 5,
+    isActive: () => active,
+    activeStateChanged: activeChanged
+  });
+
+  const states = new Map<number, string>();
+  let finished: UploadItem[] = [];
+  const update = () => {
+    const summary = progressSummary(uploader.items);
+    if (summary) {
+      item.node.textContent = summary.text;
+      item.node.setAttribute('aria-label', `${summary.text}: show the uploads`);
+    }
+    if (!!summary !== active) {
+      active = !!summary;
+      activeChanged.emit();
+    }
+    if (!summary && finished.length) {
+      notifyDone(finished, opts);
+      finished = [];
+    }
+  };
+  let timer: number | null = null;
+  uploader.changed.connect((_, changed) => {
+    if (changed && states.get(changed.id) !== changed.state) {
+      states.set(changed.id, changed.state);
+      if (changed.state === 'done') {
+        finished.push(changed);
+      } else if (changed.state === 'failed') {
+        Notification.error(`Upload of ${changed.name} failed: ${changed.error}`, {
+          autoClose: false,
+          actions: [{ label: 'Show uploads', callback: () => opts.showPanel() }]
+        });
+      }
+      update();
+      return;
+    }
+    if (timer === null) {
+      timer = window.setTimeout(() => {
+        timer = null;
+        update();
+      }, 500);
+    }
+  });
+
+  window.addEventListener('beforeunload', (ev: BeforeUnloadEvent) => {
+    if (uploader.items.some(i => i.state === 'uploading' || i.state === 'retrying')) {
+      // The server keeps what arrived (Resume continues), but the transfer stops.
+      ev.preventDefault();
+      ev.returnValue = '';
+    }
+  });
+}
+
+function notifyDone(
+  done: UploadItem[],
+  opts: { open: (path: string) => void; reveal: (path: string) => void; showPanel: () => void }
+): void {
+  if (done.length === 1) {
+    const [one] = done;
+    const path = one.landedPath ?? one.path;
+    Notification.success(`${one.name} uploaded to ${displayFolder(PathExt.dirname(path))}`, {
+      autoClose: 8000,
+      actions: [
+        { label: 'Open', callback: () => opts.open(path) },
+        { label: 'Show in file browser', callback: () => opts.reveal(path) }
+      ]
+    });
+    return;
+  }
+  const folders = new Set(done.map(i => i.folder));
+  const where = folders.size === 1 ? ` to ${displayFolder([...folders][0])}` : '';
+  const first = done[0].landedPath ?? done[0].path;
+  Notification.success(`${done.length} files uploaded${where}`, {
+    autoClose: 8000,
+    actions: [
+      { label: 'Show in file browser', callback: () => opts.reveal(first) },
+      { label: 'Show uploads', callback: () => opts.showPanel() }
+    ]
   });
 }
 

@@ -1,46 +1,242 @@
 /**
- * The "Uploads" panel under the file browser's listing: one row per upload with a
- * progress bar, bytes, speed and time left, and pause / resume / cancel buttons.
+ * The "Uploads" panel under the file browser's listing: a labelled region with a sticky
+ * header (heading, Refresh, Clear finished) and one row per upload: this page's own
+ * uploads (the TusUploader's items) and, from the server's list, the unfinished uploads
+ * of anywhere else (another browser, the notebook widget, a script) and those finished
+ * lately. Each row: the name (ellipsised, full path in its tooltip), icon buttons in a
+ * fixed column named with the file, a progress bar with an accessible name and value
+ * text, and one status line. State changes are announced through one aria-live region.
  */
-import { Widget } from '@lumino/widgets';
+import {
+  Toolbar,
+  ToolbarButton,
+  LabIcon,
+  closeIcon,
+  folderIcon,
+  launchIcon,
+  pauseIcon,
+  refreshIcon,
+  runIcon,
+  stopIcon
+} from '@jupyterlab/ui-components';
+import { Panel, Widget } from '@lumino/widgets';
 
-import { statusLine } from './core';
+import { displayFolder, formatPercent, statusLine } from './core';
+import {
+  DismissedIds,
+  IServerUpload,
+  Row,
+  isFinished,
+  mergeRows,
+  nameOf,
+  parseListing,
+  pickedFileMismatch,
+  serverFraction,
+  serverRowState,
+  serverStatusLine
+} from './serverlist';
 import { TusUploader, UploadItem } from './uploader';
 
-export class UploadPanel extends Widget {
-  constructor(uploader: TusUploader, pickFile: (item: UploadItem) => Promise<File | null>) {
+export interface IUploadPanelOptions {
+  uploader: TusUploader;
+  /** Ask the user to pick the file `name` again (a file dialog); null when closed. */
+  pickFile: (name: string) => Promise<File | null>;
+  /** Fresh authentication headers for the list and termination requests. */
+  headers: () => Record<string, string>;
+  /** Open a landed file / show it in the file browser. */
+  open: (path: string) => void;
+  reveal: (path: string) => void;
+  /** Continue a server's upload with the file the user picked again. */
+  adopt: (upload: IServerUpload, file: File) => Promise<void>;
+  /** How often the server's list is read again while the panel is visible (ms). */
+  pollInterval?: number;
+}
+
+type ButtonKind = 'pause' | 'resume' | 'cancel' | 'open' | 'reveal' | 'remove';
+
+const BUTTONS: { kind: ButtonKind; icon: LabIcon; verb: string }[] = [
+  { kind: 'pause', icon: pauseIcon, verb: 'Pause upload of' },
+  { kind: 'resume', icon: runIcon, verb: 'Resume upload of' },
+  { kind: 'open', icon: launchIcon, verb: 'Open' },
+  { kind: 'reveal', icon: folderIcon, verb: 'Show in file browser:' },
+  { kind: 'cancel', icon: stopIcon, verb: 'Cancel upload of' },
+  { kind: 'remove', icon: closeIcon, verb: 'Remove from the list:' }
+];
+
+/** What one row shows, whichever side it comes from. */
+interface IRowView {
+  key: string;
+  name: string;
+  path: string;
+  state: string;
+  fraction: number;
+  status: string;
+  tooltip: string;
+  buttons: Set<ButtonKind>;
+  /** Where the file landed (Open, Show in file browser). */
+  landed: string | null;
+}
+
+export class UploadPanel extends Panel {
+  constructor(options: IUploadPanelOptions) {
     super();
-    this._uploader = uploader;
-    this._pickFile = pickFile;
+    this._options = options;
+    this._uploader = options.uploader;
+    this._dismissed = new DismissedIds(typeof localStorage === 'undefined' ? null : localStorage);
     this.addClass('jp-TusUploads');
     this.id = `jp-tus-uploads-${Private.count++}`;
+    this.node.setAttribute('role', 'region');
+    const headingId = `${this.id}-heading`;
+    this.node.setAttribute('aria-labelledby', headingId);
 
-    const header = document.createElement('div');
-    header.className = 'jp-TusUploads-header';
-    const title = document.createElement('span');
-    title.className = 'jp-TusUploads-title';
-    title.textContent = 'Uploads';
-    const clear = document.createElement('button');
-    clear.className = 'jp-TusUploads-clear';
-    clear.textContent = 'Clear finished';
-    clear.title = 'Remove finished and cancelled uploads from this list';
-    clear.onclick = () => uploader.clearFinished();
-    header.append(title, clear);
+    const header = new Toolbar();
+    header.addClass('jp-TusUploads-header');
+    const heading = new Widget({ node: document.createElement('h2') });
+    heading.addClass('jp-TusUploads-title');
+    heading.node.id = headingId;
+    heading.node.textContent = 'Uploads';
+    heading.node.tabIndex = -1;
+    this._heading = heading.node;
+    header.addItem('title', heading);
+    header.addItem('spacer', Toolbar.createSpacerItem());
+    const refresh = new ToolbarButton({
+      icon: refreshIcon,
+      tooltip: "Read the server's list of uploads again",
+      label: '',
+      onClick: () => void this.refresh()
+    });
+    refresh.addClass('jp-TusUploads-refresh');
+    header.addItem('refresh', refresh);
+    const clear = new ToolbarButton({
+      icon: closeIcon,
+      label: 'Clear finished',
+      tooltip: 'Remove finished and cancelled uploads from this list',
+      onClick: () => this.clearFinished()
+    });
+    clear.addClass('jp-TusUploads-clear');
+    header.addItem('clear', clear);
+    this.addWidget(header);
+
+    const body = new Widget();
+    body.addClass('jp-TusUploads-body');
     this._list = document.createElement('ul');
     this._list.className = 'jp-TusUploads-list';
-    this.node.append(header, this._list);
+    this._list.setAttribute('aria-labelledby', headingId);
+    this._live = document.createElement('div');
+    this._live.className = 'jp-TusUploads-live';
+    this._live.setAttribute('aria-live', 'polite');
+    this._live.setAttribute('role', 'status');
+    body.node.append(this._list, this._live);
+    this.addWidget(body);
 
-    uploader.changed.connect(this._schedule, this);
+    this._uploader.changed.connect(this._onChanged, this);
     this._render();
   }
 
+  /** The server's uploads as last read. */
+  get serverUploads(): readonly IServerUpload[] {
+    return this._server;
+  }
+
   dispose(): void {
-    this._uploader.changed.disconnect(this._schedule, this);
+    if (this.isDisposed) {
+      return;
+    }
+    this._uploader.changed.disconnect(this._onChanged, this);
+    window.clearInterval(this._poll);
     super.dispose();
   }
 
-  /** Re-render at most every 250 ms (progress events come much faster). */
-  private _schedule(_: unknown, item: UploadItem | null): void {
+  /** Read the server's list again (on open, after an upload ends, on a slow poll). */
+  async refresh(): Promise<void> {
+    if (this._fetching) {
+      this._again = true;
+      return;
+    }
+    this._fetching = true;
+    try {
+      const response = await fetch(this._uploader.endpoint, {
+        headers: { ...this._options.headers(), Accept: 'application/json' },
+        credentials: 'same-origin',
+        cache: 'no-store'
+      });
+      if (response.ok) {
+        this._server = parseListing(await response.json());
+        this._render();
+      }
+    } catch (err) {
+      console.debug('jupyter-tus: the list of uploads could not be read', err);
+    } finally {
+      this._fetching = false;
+      if (this._again) {
+        this._again = false;
+        void this.refresh();
+      }
+    }
+  }
+
+  /** Remove finished and cancelled rows (this page's, and the server's, for good). */
+  clearFinished(): void {
+    this._uploader.clearFinished();
+    this._dismissed.add(...this._server.filter(isFinished).map(u => u.id));
+    this._render();
+  }
+
+  /** Move the keyboard focus to the panel (the status-bar item's click). */
+  focusPanel(): void {
+    const first = this._list.querySelector<HTMLButtonElement>('button:not([hidden])');
+    (first ?? this._heading).focus();
+  }
+
+  protected onAfterAttach(msg: any): void {
+    super.onAfterAttach(msg);
+    void this.refresh();
+    const every = this._options.pollInterval ?? 15_000;
+    window.clearInterval(this._poll);
+    this._poll = window.setInterval(() => {
+      if (this.isVisible && document.visibilityState !== 'hidden') {
+        void this.refresh();
+      }
+    }, every);
+  }
+
+  protected onBeforeDetach(msg: any): void {
+    window.clearInterval(this._poll);
+    super.onBeforeDetach(msg);
+  }
+
+  protected onAfterShow(msg: any): void {
+    super.onAfterShow(msg);
+    void this.refresh();
+  }
+
+  private _onChanged(_: unknown, item: UploadItem | null): void {
+    if (item) {
+      const before = this._states.get(item.id);
+      if (before !== item.state) {
+        this._states.set(item.id, item.state);
+        this._announce(item, before);
+        if (['done', 'failed', 'cancelled'].includes(item.state)) {
+          void this.refresh(); // the server's word on it (and on the others)
+        }
+      }
+      if (item.question) {
+        this._asked.add(item.id);
+      } else if (item.state === 'uploading') {
+        this._asked.delete(item.id);
+      }
+      if (item.state === 'cancelled' && this._asked.has(item.id)) {
+        // "Cancel" to the overwrite question: no row at all.
+        this._asked.delete(item.id);
+        void this._uploader.cancel(item);
+        return;
+      }
+    }
+    this._schedule(item);
+  }
+
+  /** Re-render at most every 250 ms while bytes flow (progress events come much faster). */
+  private _schedule(item: UploadItem | null): void {
     if (!item || item.state !== 'uploading') {
       this._render();
       return;
@@ -53,87 +249,334 @@ export class UploadPanel extends Widget {
     }
   }
 
-  private _render(): void {
-    const items = this._uploader.items;
-    this.node.classList.toggle('jp-mod-empty', items.length === 0);
-    const rows = new Map<number, HTMLLIElement>();
-    for (const li of Array.from(this._list.children) as HTMLLIElement[]) {
-      rows.set(Number(li.dataset.id), li);
+  /** One polite announcement per state change that matters. */
+  private _announce(item: UploadItem, before: string | undefined): void {
+    const name = item.name;
+    let text = '';
+    switch (item.state) {
+      case 'done':
+        text = `${name} uploaded to ${displayFolder(item.folder)}`;
+        break;
+      case 'failed':
+        text = `Upload of ${name} failed: ${item.error}`;
+        break;
+      case 'retrying':
+        text = `Upload of ${name}: ${item.offline ? 'offline' : item.retryReason || 'connection lost'}, retrying`;
+        break;
+      case 'paused':
+        text = `Upload of ${name} paused at ${formatPercent(item.fraction)}`;
+        break;
+      case 'cancelled':
+        text = before === 'queued' && this._asked.has(item.id) ? '' : `Upload of ${name} cancelled`;
+        break;
+      case 'uploading':
+        if (before && before !== 'queued') {
+          text = `Upload of ${name} resumed`;
+        }
+        break;
     }
-    const keep = new Set<number>();
-    items.forEach((item, index) => {
-      keep.add(item.id);
-      let li = rows.get(item.id);
+    if (text) {
+      this.announce(text);
+    }
+  }
+
+  /** Say `text` through the live region (screen readers read it once). */
+  announce(text: string): void {
+    this._live.textContent = text;
+  }
+
+  /** Rows not shown: an upload waiting for the overwrite question's answer. */
+  private _hidden(item: UploadItem): boolean {
+    return item.state === 'queued' && (!!item.question || this._asked.has(item.id));
+  }
+
+  private _view(row: Row<UploadItem>, now: number): IRowView {
+    if (row.kind === 'local') {
+      const item = row.item;
+      const buttons = new Set<ButtonKind>();
+      const s = item.state as string;
+      if (s === 'uploading' || s === 'retrying') {
+        buttons.add('pause');
+      }
+      if (s === 'paused' || s === 'failed' || s === 'interrupted') {
+        buttons.add('resume');
+      }
+      if (s === 'done') {
+        buttons.add('open').add('reveal');
+      }
+      if (s === 'done' || s === 'cancelled') {
+        buttons.add('remove');
+      } else if (s !== 'elsewhere') {
+        buttons.add('cancel');
+      }
+      const status = statusLine(item, now);
+      const landed = s === 'done' ? (item.landedPath ?? item.path) : null;
+      return {
+        key: row.key,
+        name: item.name,
+        path: item.path,
+        state: s,
+        fraction: item.fraction,
+        status: this._errors.get(row.key) ? `${status} · ${this._errors.get(row.key)}` : status,
+        tooltip: item.error || status,
+        buttons,
+        landed
+      };
+    }
+    const u = row.upload;
+    const state = serverRowState(u, now);
+    const buttons = new Set<ButtonKind>();
+    if (state === 'interrupted') {
+      buttons.add('resume').add('cancel');
+    }
+    if (u.state === 'done' && u.landed_path) {
+      buttons.add('open').add('reveal');
+    }
+    if (isFinished(u)) {
+      buttons.add('remove');
+    }
+    const error = this._errors.get(row.key);
+    const status = serverStatusLine(u, now);
+    return {
+      key: row.key,
+      name: nameOf(u),
+      path: u.destination ?? '',
+      state,
+      fraction: serverFraction(u),
+      status: error ? `${status} · ${error}` : status,
+      tooltip: error || u.message || status,
+      buttons,
+      landed: u.state === 'done' ? u.landed_path : null
+    };
+  }
+
+  private _render(): void {
+    const now = Date.now();
+    const rows = this._mergedRows();
+    this._rows = new Map(rows.map(r => [r.key, r] as [string, Row<UploadItem>]));
+    const views = rows.map(row => this._view(row, now));
+    this.node.classList.toggle('jp-mod-empty', views.length === 0);
+    const existing = new Map<string, HTMLLIElement>();
+    for (const li of Array.from(this._list.children) as HTMLLIElement[]) {
+      existing.set(li.dataset.key!, li);
+    }
+    const focused = document.activeElement as HTMLElement | null;
+    const focusedRow = focused?.closest<HTMLLIElement>('.jp-TusUpload') ?? null;
+    const keep = new Set<string>();
+    views.forEach((view, index) => {
+      keep.add(view.key);
+      let li = existing.get(view.key);
       if (!li) {
-        li = this._createRow(item);
+        li = this._createRow(view);
       }
       if (this._list.children[index] !== li) {
         this._list.insertBefore(li, this._list.children[index] ?? null);
       }
-      this._updateRow(li, item);
+      this._updateRow(li, view);
     });
-    for (const [id, li] of rows) {
-      if (!keep.has(id)) {
+    let removedFocus = false;
+    for (const [key, li] of existing) {
+      if (!keep.has(key)) {
+        removedFocus = removedFocus || li === focusedRow;
         li.remove();
+      }
+    }
+    // Keep the keyboard where it was: on the row's next control when the button pressed
+    // went away (Pause becomes Resume), on the next row when the row went away.
+    if (focusedRow && focused && this._list.contains(focusedRow) && focused.hidden) {
+      this._focusIn(focusedRow);
+    } else if (removedFocus) {
+      const next = this._list.querySelector<HTMLLIElement>('.jp-TusUpload');
+      if (next) {
+        this._focusIn(next);
+      } else {
+        this._heading.focus();
       }
     }
   }
 
-  private _createRow(item: UploadItem): HTMLLIElement {
+  private _mergedRows(): Row<UploadItem>[] {
+    const items = this._uploader.items.filter(item => !this._hidden(item));
+    return mergeRows(items, this._server, this._dismissed.set);
+  }
+
+  private _focusIn(li: HTMLLIElement): void {
+    li.querySelector<HTMLButtonElement>('.jp-TusUpload-buttons button:not([hidden])')?.focus();
+  }
+
+  private _createRow(view: IRowView): HTMLLIElement {
     const li = document.createElement('li');
     li.className = 'jp-TusUpload';
-    li.dataset.id = String(item.id);
-    li.innerHTML = `
-      <div class="jp-TusUpload-top">
-        <span class="jp-TusUpload-name"></span>
-        <span class="jp-TusUpload-buttons">
-          <button class="jp-TusUpload-pause" title="Pause">Pause</button>
-          <button class="jp-TusUpload-resume" title="Resume">Resume</button>
-          <button class="jp-TusUpload-cancel" title="Cancel and delete the uploaded part">Cancel</button>
-        </span>
-      </div>
-      <progress class="jp-TusUpload-bar" max="1" value="0"></progress>
-      <div class="jp-TusUpload-status"></div>`;
-    const name = li.querySelector('.jp-TusUpload-name') as HTMLElement;
-    name.textContent = item.name;
-    name.title = `/${item.path}`;
-    (li.querySelector('.jp-TusUpload-pause') as HTMLButtonElement).onclick = () =>
-      this._uploader.pause(item);
-    (li.querySelector('.jp-TusUpload-resume') as HTMLButtonElement).onclick = () =>
-      void this._uploader.resume(item, () => this._pickFile(item));
-    (li.querySelector('.jp-TusUpload-cancel') as HTMLButtonElement).onclick = () =>
-      void this._uploader.cancel(item);
+    li.dataset.key = view.key;
+    const top = document.createElement('div');
+    top.className = 'jp-TusUpload-top';
+    const name = document.createElement('span');
+    name.className = 'jp-TusUpload-name';
+    name.textContent = view.name;
+    const buttons = document.createElement('span');
+    buttons.className = 'jp-TusUpload-buttons';
+    for (const { kind, icon } of BUTTONS) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = `jp-ToolbarButtonComponent jp-mod-minimal jp-Button jp-TusUpload-${kind}`;
+      button.dataset.kind = kind;
+      button.append(icon.element({ tag: 'span', className: 'jp-ToolbarButtonComponent-icon' }));
+      button.hidden = true;
+      button.onclick = () => this._click(li.dataset.key!, kind);
+      buttons.append(button);
+    }
+    top.append(name, buttons);
+    const bar = document.createElement('progress');
+    bar.className = 'jp-TusUpload-bar';
+    bar.max = 1;
+    bar.value = 0;
+    const status = document.createElement('div');
+    status.className = 'jp-TusUpload-status';
+    status.id = `${this.id}-status-${Private.count++}`;
+    bar.setAttribute('aria-describedby', status.id);
+    li.append(top, bar, status);
     return li;
   }
 
-  private _updateRow(li: HTMLLIElement, item: UploadItem): void {
-    li.dataset.state = item.state;
+  private _updateRow(li: HTMLLIElement, view: IRowView): void {
+    li.dataset.state = view.state;
+    li.dataset.source = view.key.startsWith('server:') ? 'server' : 'page';
+    const name = li.querySelector('.jp-TusUpload-name') as HTMLElement;
+    name.textContent = view.name;
+    name.title = `/${view.path}`;
     const bar = li.querySelector('.jp-TusUpload-bar') as HTMLProgressElement;
-    bar.value = item.fraction;
-    const pause = li.querySelector('.jp-TusUpload-pause') as HTMLButtonElement;
-    const resume = li.querySelector('.jp-TusUpload-resume') as HTMLButtonElement;
-    const cancel = li.querySelector('.jp-TusUpload-cancel') as HTMLButtonElement;
-    pause.hidden = item.state !== 'uploading' && item.state !== 'retrying';
-    resume.hidden = !['paused', 'failed', 'interrupted'].includes(item.state);
-    resume.title =
-      item.state === 'interrupted'
-        ? item.handle
-          ? 'Resume (the browser kept access to the file)'
-          : 'Pick the same file again to resume'
-        : 'Resume';
-    const finished = item.state === 'done' || item.state === 'cancelled';
-    cancel.textContent = finished ? '×' : 'Cancel';
-    cancel.title = finished ? 'Remove from the list' : 'Cancel and delete the uploaded part';
-
+    bar.value = view.fraction;
+    bar.setAttribute('aria-label', `Upload of ${view.name}`);
+    bar.setAttribute('aria-valuetext', `${formatPercent(view.fraction)}, ${view.state}`);
+    for (const { kind, verb } of BUTTONS) {
+      const button = li.querySelector(`.jp-TusUpload-${kind}`) as HTMLButtonElement;
+      const label =
+        kind === 'resume' && view.state === 'interrupted' && view.key.startsWith('server:')
+          ? `Resume upload of ${view.name} (pick the file again)`
+          : `${verb} ${view.name}`;
+      if (button.getAttribute('aria-label') !== label) {
+        button.setAttribute('aria-label', label);
+        button.title = label;
+      }
+      button.hidden = !view.buttons.has(kind);
+    }
     const status = li.querySelector('.jp-TusUpload-status') as HTMLElement;
-    status.textContent = statusLine(item, Date.now());
-    status.title = item.error || (status.textContent ?? '');
+    if (status.textContent !== view.status) {
+      status.textContent = view.status;
+    }
+    status.title = view.tooltip;
   }
 
+  private _click(key: string, kind: ButtonKind): void {
+    const row = this._rows.get(key);
+    if (!row) {
+      return;
+    }
+    this._errors.delete(key);
+    if (row.kind === 'local') {
+      const item = row.item;
+      switch (kind) {
+        case 'pause':
+          this._uploader.pause(item);
+          break;
+        case 'resume':
+          void this._uploader.resume(item, () => this._options.pickFile(item.name));
+          break;
+        case 'cancel':
+        case 'remove':
+          void this._uploader.cancel(item);
+          break;
+        case 'open':
+          this._options.open(item.landedPath ?? item.path);
+          break;
+        case 'reveal':
+          this._options.reveal(item.landedPath ?? item.path);
+          break;
+      }
+      return;
+    }
+    const u = row.upload;
+    switch (kind) {
+      case 'resume':
+        void this._resumeServer(key, u);
+        break;
+      case 'cancel':
+        void this._terminate(u);
+        break;
+      case 'remove':
+        this._dismissed.add(u.id);
+        this._render();
+        break;
+      case 'open':
+        if (u.landed_path) {
+          this._options.open(u.landed_path);
+        }
+        break;
+      case 'reveal':
+        if (u.landed_path) {
+          this._options.reveal(u.landed_path);
+        }
+        break;
+    }
+  }
+
+  /** Resume an upload this page did not start: the user picks the same file again. */
+  private async _resumeServer(key: string, u: IServerUpload): Promise<void> {
+    const file = await this._options.pickFile(nameOf(u));
+    if (!file) {
+      return;
+    }
+    const why = pickedFileMismatch(u, file);
+    if (why) {
+      this._errors.set(key, why);
+      this.announce(why);
+      this._render();
+      return;
+    }
+    try {
+      await this._options.adopt(u, file);
+    } catch (err) {
+      this._errors.set(key, String((err as Error)?.message ?? err));
+      this._render();
+    }
+  }
+
+  /** Cancel an upload this page did not start: terminate it on the server. */
+  private async _terminate(u: IServerUpload): Promise<void> {
+    try {
+      const response = await fetch(new URL(u.url, location.href).href, {
+        method: 'DELETE',
+        headers: { ...this._options.headers(), 'Tus-Resumable': '1.0.0' },
+        credentials: 'same-origin'
+      });
+      if (response.ok || response.status === 404 || response.status === 410) {
+        this.announce(`Upload of ${nameOf(u)} cancelled`);
+      }
+    } catch (err) {
+      console.warn('jupyter-tus: could not terminate', u.url, err);
+    }
+    this._server = this._server.filter(s => s.id !== u.id);
+    this._render();
+    void this.refresh();
+  }
+
+  private _options: IUploadPanelOptions;
   private _uploader: TusUploader;
-  private _pickFile: (item: UploadItem) => Promise<File | null>;
   private _list: HTMLUListElement;
+  private _live: HTMLElement;
+  private _heading: HTMLElement;
   private _timer: number | null = null;
+  private _poll = 0;
+  private _server: IServerUpload[] = [];
+  private _fetching = false;
+  private _again = false;
+  private _dismissed: DismissedIds;
+  private _rows = new Map<string, Row<UploadItem>>();
+  private _states = new Map<number, string>();
+  /** Uploads that were asked the overwrite question and have not started since. */
+  private _asked = new Set<number>();
+  /** A row's own message (a picked file that does not match). */
+  private _errors = new Map<string, string>();
 }
 
 namespace Private {

@@ -133,6 +133,8 @@ def open_lab(browser: Browser, lab: Lab) -> Iterator[Callable[..., Page]]:
         page = context.new_page()
         page.console_messages_seen = []  # type: ignore[attr-defined]
         page.on("console", lambda m: page.console_messages_seen.append((m.type, m.text)))
+        # "Leave the page while uploading?" (beforeunload): the tests reload on purpose.
+        page.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())
         if throttle:
             # Upload bandwidth like a fast LAN, so a test can act at "half way".
             cdp = context.new_cdp_session(page)

@@ -225,8 +225,15 @@ def test_name_clash_asks_before_overwriting(lab: Lab, open_lab, tmp_path):
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for()
     assert "already exists" in dialog.inner_text()
+    # The question comes before any row, and "Cancel" leaves none behind.
+    assert row(page, src.name).count() == 0
     dialog.locator("button", has_text="Cancel").click()
-    wait_state(page, src.name, "cancelled")
+    dialog.wait_for(state="detached")
+    page.wait_for_function(
+        """name => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
+            n => n.textContent === name)""",
+        arg=src.name,
+    )
     assert (lab.root / "notes.txt").read_text() == "old"
 
     upload_with_button(page, src)
