@@ -540,10 +540,16 @@ class FileStore:
         return reader
 
     def open_writer(
-        self, upload_id: str, offset: int, checksum: Checksum | None = None
+        self,
+        upload_id: str,
+        offset: int,
+        checksum: Checksum | None = None,
+        length: int | None = None,
     ) -> FileChunkWriter:
-        """Start a write at ``offset``. The caller holds the upload's lock."""
-        return FileChunkWriter(self, self.get_info(upload_id), offset, checksum)
+        """Start a write at ``offset``. ``length`` declares a deferred length with this
+        write: it bounds the write, and is declared only when the write commits (a
+        write refused or cut short declares nothing). The caller holds the lock."""
+        return FileChunkWriter(self, self.get_info(upload_id), offset, checksum, length)
 
     def write_chunk(
         self, upload_id: str, offset: int, src: BinaryIO, checksum: Checksum | None = None
@@ -1033,7 +1039,12 @@ class FileChunkWriter:
     while the body streams in; every piece goes straight to it."""
 
     def __init__(
-        self, store: FileStore, info: FileInfo, offset: int, checksum: Checksum | None
+        self,
+        store: FileStore,
+        info: FileInfo,
+        offset: int,
+        checksum: Checksum | None,
+        length: int | None = None,
     ) -> None:
         if info.is_complete or info.is_final:
             raise UploadNotPatchable(
@@ -1046,8 +1057,12 @@ class FileChunkWriter:
         self.info = info
         self.start = offset
         self.written = 0
-        self._room = None if info.size is None else info.size - offset
-        if store.max_size is not None and info.size is None:
+        if length is not None and info.size is not None:
+            raise LengthAlreadyDeclared(f"upload {info.id} already has a length of {info.size}")
+        self.declares = length  # declared by commit()
+        bound = info.size if length is None else length
+        self._room = None if bound is None else bound - offset
+        if store.max_size is not None and bound is None:
             self._room = store.max_size - offset
         self._hasher = new_hasher(checksum.algorithm) if checksum else None
         self._checksum = checksum
@@ -1126,6 +1141,8 @@ class FileChunkWriter:
             if not self._file.closed:
                 self._close()
         self._clear_unverified()
+        if self.declares is not None:  # completes (and lands) when every byte is in
+            return self.store.declare_length(info.id, self.declares)
         info.offset = self.start + self.written
         if info.size is not None and info.offset == info.size:
             self.store._complete(info)

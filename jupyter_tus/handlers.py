@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import json
 import mimetypes
@@ -141,6 +142,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     auth_resource = "contents"
     _streaming = 0  # requests of this process streaming a body into the store right now
+    _takes_no_body = False  # a creation of an empty file, whose body must be empty
 
     def initialize(self, name: str, **kwargs: Any) -> None:
         super().initialize(name, **kwargs)
@@ -275,6 +277,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             return None
         writer = self._writer
         if writer is None:
+            if chunk and self._takes_no_body:
+                self._refuse(UploadTooLarge("the body goes past the upload's length of 0"))
             return None
         self._last_data = time.monotonic()
         if (
@@ -406,6 +410,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return (
             self._durability is not Durability.ALWAYS
             and info.unverified_from is None
+            and writer.declares is None
             and (info.size is None or writer.start + writer.written < info.size)
         )
 
@@ -495,6 +500,16 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         value = self.request.headers.get("Content-Length")
         return None if value is None else protocol.parse_non_negative("Content-Length", value)
 
+    def check_length(self, size: int, offset: int) -> None:
+        """A deferred length that can be declared: not below the bytes received, not
+        over the maximum, not over the free space."""
+        if size < offset:
+            raise UploadTooLarge(f"{offset} bytes already received, more than {size}")
+        max_size = self.tus_config.max_size
+        if max_size and size > max_size:
+            raise UploadTooLarge(f"Upload-Length {size} exceeds Tus-Max-Size {max_size}")
+        self.manager.store.check_free_space(size - offset)
+
     def check_body_fits(self, info: FileInfo, offset: int) -> None:
         length = self.body_length()
         if length is not None and info.size is not None and offset + length > info.size:
@@ -531,6 +546,9 @@ class UploadsHandler(TusHandler):
             self.require_content_type()
             self.check_body_fits(self._info, 0)
             checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+            if self._info.is_complete:  # an empty file, complete at creation
+                self._takes_no_body = True  # a chunked body may still bring bytes
+                return
             await self.lock(self._info.id)
             self.start_writing(self.manager.store.open_writer(self._info.id, 0, checksum))
 
@@ -635,24 +653,23 @@ class UploadHandler(TusHandler):
         info = await self.current_info(upload_id)
         if info.is_final or info.is_complete:
             raise UploadNotPatchable(f"upload {upload_id} takes no more data")
+        if offset != info.offset:
+            raise OffsetMismatch(info.offset, offset)
+        declares = None
         if length is not None:
             size = protocol.parse_non_negative("Upload-Length", length)
             if info.size is None:
-                info = self.manager.store.declare_length(upload_id, size)
-                if info.is_complete:  # every byte had arrived: the length completes it
-                    if offset != info.offset:
-                        raise OffsetMismatch(info.offset, offset)
-                    self.check_body_fits(info, offset)
-                    self._completed_by_length = info
-                    return
+                # Declared when the write commits: a PATCH refused or cut short
+                # declares nothing. Refused now if it cannot be declared at all.
+                self.check_length(size, offset)
+                info, declares = dataclasses.replace(info, size=size), size
             elif size != info.size:
                 raise protocol.InvalidHeader(
                     f"Upload-Length {size} differs from the upload's length {info.size}"
                 )
-        if offset != info.offset:
-            raise OffsetMismatch(info.offset, offset)
         self.check_body_fits(info, offset)
-        self.start_writing(self.manager.store.open_writer(upload_id, offset, checksum))
+        writer = self.manager.store.open_writer(upload_id, offset, checksum, length=declares)
+        self.start_writing(writer)
 
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
@@ -675,17 +692,11 @@ class UploadHandler(TusHandler):
         self.set_status(200)
         self.finish()
 
-    _completed_by_length: FileInfo | None = None
-
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def patch(self, upload_id: str) -> None:
         self.raise_refusal()
-        info = self._completed_by_length
-        if info is not None:
-            self.manager.completed(info)
-        else:
-            info = await self.commit()
+        info = await self.commit()
         self.set_upload_headers(info)
         self.set_status(204)
         self.finish()

@@ -481,3 +481,36 @@ async def test_names_taken_during_uploads_count_up_from_the_name_asked_for(tus, 
         assert r.code == 204
         landed.append(urllib.parse.unquote(r.headers[PATH_HEADER]))
     assert landed == ["same (1).txt", "same (2).txt", "same (3).txt"]
+
+
+async def test_an_empty_file_created_with_an_empty_chunked_body_lands(tus, jp_root_dir):
+    headers = {
+        "Upload-Length": "0",
+        "Upload-Metadata": "filename ZS50eHQ=",  # e.txt
+        "Content-Type": "application/offset+octet-stream",
+    }
+    r = await send_chunked(tus, "POST", None, headers, [b""])
+    assert r.code == 201 and r.headers[PATH_HEADER] == "e.txt", r.body
+    headers["Upload-Metadata"] = "filename Zi50eHQ="  # f.txt
+    r = await send_chunked(tus, "POST", None, headers, [b"x"])
+    assert r.code == 413 and "Location" in r.headers
+    assert (jp_root_dir / "e.txt").read_bytes() == b""
+    assert (jp_root_dir / "f.txt").read_bytes() == b""  # nothing past its length
+
+
+async def test_a_refused_patch_declares_no_length(tus):
+    uid = await tus.create_id(None, {"filename": "later.bin"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    r = await tus.patch(uid, 1, b"x", headers={"Upload-Length": "10"})  # wrong offset
+    assert r.code == 409
+    r = await tus.patch(
+        uid,
+        3,
+        b"d",
+        headers={"Upload-Length": "10", "Upload-Checksum": "sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+    )
+    assert r.code == 460
+    head = await tus.head(uid)
+    assert head.headers.get("Upload-Defer-Length") == "1" and "Upload-Length" not in head.headers
+    r = await tus.patch(uid, 3, b"defghij", headers={"Upload-Length": "10"})
+    assert r.code == 204 and r.headers[PATH_HEADER] == "later.bin"
