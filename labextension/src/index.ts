@@ -14,7 +14,7 @@ import {
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
-import { ToolbarButton, folderIcon } from '@jupyterlab/ui-components';
+import { folderIcon } from '@jupyterlab/ui-components';
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 import { defaultOptions } from 'tus-js-client';
@@ -55,9 +55,39 @@ const plugin: JupyterFrontEndPlugin<void> = {
     registry: ISettingRegistry | null,
     statusBar: IStatusBar | null
   ) => {
+    addFolderCommand(app, factory, defaultBrowser);
     void setUp(app, factory, defaultBrowser, registry, statusBar);
   }
 };
+
+const UPLOAD_FOLDER = 'jupyter-tus:upload-folder';
+
+/**
+ * "Upload Folder…": a button beside the file browser's upload button (a toolbar item of
+ * this plugin's settings, `jupyter.lab.toolbars`, so it can be hidden like any other)
+ * and an entry of the listing's context menu. Enabled once the tus endpoint answers.
+ */
+function addFolderCommand(
+  app: JupyterFrontEnd,
+  factory: IFileBrowserFactory,
+  defaultBrowser: FileBrowser | null
+): void {
+  app.commands.addCommand(UPLOAD_FOLDER, {
+    label: args => (args.toolbar ? '' : 'Upload Folder…'),
+    caption: 'Upload a folder (keeps its files and subfolders)',
+    icon: folderIcon,
+    isEnabled: () => document.body.dataset.jupyterTus === 'ready',
+    execute: () => {
+      const browser = factory.tracker.currentWidget ?? defaultBrowser;
+      return browser ? uploadFolder(browser) : undefined;
+    }
+  });
+  app.contextMenu.addItem({
+    command: UPLOAD_FOLDER,
+    selector: '.jp-DirListing-content',
+    rank: 3
+  });
+}
 
 async function setUp(
   app: JupyterFrontEnd,
@@ -146,7 +176,6 @@ async function setUp(
     browsers.add(browser);
     browser.disposed.connect(() => browsers.delete(browser));
     patchModel(browser.model, uploader, () => settings, handles, contents);
-    addFolderButton(app, browser);
     if (handlesSupported()) {
       // Capture the File System Access handle of dropped files before the listing
       // turns them into plain Files (Chromium); the handle allows one-click resume.
@@ -217,6 +246,7 @@ async function setUp(
   }
   console.info(`jupyter-tus: file browser uploads go through tus to ${endpoint}`);
   document.body.dataset.jupyterTus = 'ready';
+  app.commands.notifyCommandChanged(UPLOAD_FOLDER);
 }
 
 /** Why the tus endpoint cannot be used, or '' when it answers like a tus server. */
@@ -352,27 +382,6 @@ async function revealInBrowser(
   }
 }
 
-/** The file browser's toolbar gets "Upload a folder" beside its upload button. */
-function addFolderButton(app: JupyterFrontEnd, browser: FileBrowser): void {
-  const button = new ToolbarButton({
-    icon: folderIcon,
-    tooltip: 'Upload a folder (keeps its files and subfolders)',
-    label: '',
-    onClick: () => void uploadFolder(browser)
-  });
-  button.addClass('jp-TusUploadFolder');
-  button.node.setAttribute('aria-label', 'Upload a folder');
-  const place = () => {
-    if (browser.isDisposed || button.parent) {
-      return;
-    }
-    if (!browser.toolbar.insertAfter('upload', 'tus-upload-folder', button)) {
-      browser.toolbar.addItem('tus-upload-folder', button);
-    }
-  };
-  void app.restored.then(place);
-}
-
 /** A folder picked with `<input type=file webkitdirectory>`: each file into its own
  * folder under the one the browser shows (the server creates missing folders). */
 async function uploadFolder(browser: FileBrowser): Promise<void> {
@@ -498,7 +507,7 @@ function notifyDone(
     const [one] = done;
     const path = one.landedPath ?? one.path;
     Notification.success(`${one.name} uploaded to ${displayFolder(PathExt.dirname(path))}`, {
-      autoClose: 8000,
+      autoClose: 10000,
       actions: [
         { label: 'Open', callback: () => opts.open(path) },
         { label: 'Show in file browser', callback: () => opts.reveal(path) }
@@ -510,7 +519,7 @@ function notifyDone(
   const where = folders.size === 1 ? ` to ${displayFolder([...folders][0])}` : '';
   const first = done[0].landedPath ?? done[0].path;
   Notification.success(`${done.length} files uploaded${where}`, {
-    autoClose: 8000,
+    autoClose: 10000,
     actions: [
       { label: 'Show in file browser', callback: () => opts.reveal(first) },
       { label: 'Show uploads', callback: () => opts.showPanel() }

@@ -177,6 +177,12 @@ export class UploadPanel extends Panel {
 
   /** Remove finished and cancelled rows (this page's, and the server's, for good). */
   clearFinished(): void {
+    // The server lists this page's finished uploads too: they go for good as well.
+    this._dismissed.add(
+      ...this._uploader.items
+        .filter(i => i.state === 'done' && i.uploadId)
+        .map(i => i.uploadId as string)
+    );
     this._uploader.clearFinished();
     this._dismissed.add(...this._server.filter(isFinished).map(u => u.id));
     this._render();
@@ -216,6 +222,10 @@ export class UploadPanel extends Panel {
       if (before !== item.state) {
         this._states.set(item.id, item.state);
         this._announce(item, before);
+        if (item.state === 'cancelled' && item.uploadId) {
+          // Terminated (the DELETE may still be under way): never listed from the server.
+          this._terminated.add(item.uploadId);
+        }
         if (['done', 'failed', 'cancelled'].includes(item.state)) {
           void this.refresh(); // the server's word on it (and on the others)
         }
@@ -390,14 +400,20 @@ export class UploadPanel extends Panel {
       if (next) {
         this._focusIn(next);
       } else {
-        this._heading.focus();
+        // The panel hides when empty: the file browser's listing is next.
+        const root = this.parent?.node;
+        const listing =
+          root?.querySelector<HTMLElement>('.jp-DirListing-content [tabindex="0"]') ??
+          root?.querySelector<HTMLElement>('.jp-DirListing');
+        (listing ?? this._heading).focus();
       }
     }
   }
 
   private _mergedRows(): Row<UploadItem>[] {
     const items = this._uploader.items.filter(item => !this._hidden(item));
-    return mergeRows(items, this._server, this._dismissed.set);
+    const hidden = new Set([...this._dismissed.set, ...this._terminated]);
+    return mergeRows(items, this._server, hidden);
   }
 
   private _focusIn(li: HTMLLIElement): void {
@@ -482,8 +498,13 @@ export class UploadPanel extends Panel {
         case 'resume':
           void this._uploader.resume(item, () => this._options.pickFile(item.name));
           break;
-        case 'cancel':
         case 'remove':
+          if (item.uploadId) {
+            this._dismissed.add(item.uploadId);
+          }
+          void this._uploader.cancel(item);
+          break;
+        case 'cancel':
           void this._uploader.cancel(item);
           break;
         case 'open':
@@ -577,6 +598,8 @@ export class UploadPanel extends Panel {
   private _asked = new Set<number>();
   /** A row's own message (a picked file that does not match). */
   private _errors = new Map<string, string>();
+  /** Uploads cancelled here (their server record goes away). */
+  private _terminated = new Set<string>();
 }
 
 namespace Private {

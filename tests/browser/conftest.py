@@ -126,34 +126,43 @@ def open_lab(browser: Browser, lab: Lab) -> Iterator[Callable[..., Page]]:
     contexts = []
 
     def open_(throttle: int | None = 20 * MiB, init_script: str | None = None) -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        contexts.append(context)
-        if init_script:
-            context.add_init_script(init_script)
-        page = context.new_page()
-        page.console_messages_seen = []  # type: ignore[attr-defined]
-        page.on("console", lambda m: page.console_messages_seen.append((m.type, m.text)))
-        # "Leave the page while uploading?" (beforeunload): the tests reload on purpose.
-        page.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())
-        if throttle:
-            # Upload bandwidth like a fast LAN, so a test can act at "half way".
-            cdp = context.new_cdp_session(page)
-            cdp.send("Network.enable")
-            cdp.send(
-                "Network.emulateNetworkConditions",
-                {
-                    "offline": False,
-                    "latency": 0,
-                    "downloadThroughput": -1,
-                    "uploadThroughput": throttle,
-                },
-            )
-        goto_lab(page, lab)
+        page = new_page(browser, lab, throttle, init_script)
+        contexts.append(page.context)
         return page
 
     yield open_
     for c in contexts:
         c.close()
+
+
+def new_page(
+    browser: Browser, lab: Lab, throttle: int | None = 20 * MiB, init_script: str | None = None
+) -> Page:
+    """JupyterLab in a fresh browser context (the caller closes it); waits until the
+    uploader is ready."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.console_messages_seen = []  # type: ignore[attr-defined]
+    page.on("console", lambda m: page.console_messages_seen.append((m.type, m.text)))
+    # "Leave the page while uploading?" (beforeunload): the tests reload on purpose.
+    page.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())
+    if throttle:
+        # Upload bandwidth like a fast LAN, so a test can act at "half way".
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": 0,
+                "downloadThroughput": -1,
+                "uploadThroughput": throttle,
+            },
+        )
+    goto_lab(page, lab)
+    return page
 
 
 def goto_lab(page: Page, lab: Lab, reload: bool = False) -> None:

@@ -12,9 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, Request, Route
 
-from .conftest import REPO, Lab, MiB, goto_lab, sha256, wait_until
-
-DOCS_SCREENSHOT = REPO / "docs" / "images" / "filebrowser-upload.png"
+from .conftest import Lab, MiB, goto_lab, sha256, wait_until
 
 
 def named_copy(src: Path, tmp_path: Path, name: str) -> Path:
@@ -126,11 +124,9 @@ def test_upload_100mb_through_the_file_input(lab: Lab, open_lab, big_file, resul
     upload_with_button(page, src)
 
     wait_progress(page, src.name, 0.3)
+    # (The docs' screenshots come from test_uploads_panel.py, light and dark.)
     shot = results_dir / "filebrowser-upload.png"
     page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 720, "height": 720})
-    if not DOCS_SCREENSHOT.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, DOCS_SCREENSHOT)
     text = row(page, src.name).locator(".jp-TusUpload-status").inner_text()
     assert " of 100 MiB" in text and "/s" in text and "left" in text, text
 
@@ -226,14 +222,12 @@ def test_name_clash_asks_before_overwriting(lab: Lab, open_lab, tmp_path):
     dialog.wait_for()
     assert "already exists" in dialog.inner_text()
     # The question comes before any row, and "Cancel" leaves none behind.
-    assert row(page, src.name).count() == 0
+    no_row = """name => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
+        n => n.textContent === name)"""
+    page.wait_for_function(no_row, arg=src.name, timeout=5000)
     dialog.locator("button", has_text="Cancel").click()
     dialog.wait_for(state="detached")
-    page.wait_for_function(
-        """name => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
-            n => n.textContent === name)""",
-        arg=src.name,
-    )
+    page.wait_for_function(no_row, arg=src.name)
     assert (lab.root / "notes.txt").read_text() == "old"
 
     upload_with_button(page, src)
