@@ -21,9 +21,11 @@ import {
 } from '@jupyterlab/ui-components';
 import { Panel, Widget } from '@lumino/widgets';
 
-import { displayFolder, formatPercent, statusLine } from './core';
+import { formatPercent, statusLine } from './core';
 import {
   DismissedIds,
+  announcement,
+  doneAnnouncement,
   IServerUpload,
   Row,
   isFinished,
@@ -259,32 +261,19 @@ export class UploadPanel extends Panel {
     }
   }
 
-  /** One polite announcement per state change that matters. */
+  /** One polite announcement per state change that matters; uploads landing together
+   * (a drop of many files) are said once when the burst is over. */
   private _announce(item: UploadItem, before: string | undefined): void {
-    const name = item.name;
-    let text = '';
-    switch (item.state) {
-      case 'done':
-        text = `${name} uploaded to ${displayFolder(item.folder)}`;
-        break;
-      case 'failed':
-        text = `Upload of ${name} failed: ${item.error}`;
-        break;
-      case 'retrying':
-        text = `Upload of ${name}: ${item.offline ? 'offline' : item.retryReason || 'connection lost'}, retrying`;
-        break;
-      case 'paused':
-        text = `Upload of ${name} paused at ${formatPercent(item.fraction)}`;
-        break;
-      case 'cancelled':
-        text = before === 'queued' && this._asked.has(item.id) ? '' : `Upload of ${name} cancelled`;
-        break;
-      case 'uploading':
-        if (before && before !== 'queued') {
-          text = `Upload of ${name} resumed`;
-        }
-        break;
+    if (item.state === 'done') {
+      this._landed.push({ name: item.name, folder: item.folder });
+      window.clearTimeout(this._landedTimer);
+      this._landedTimer = window.setTimeout(() => {
+        this.announce(doneAnnouncement(this._landed));
+        this._landed = [];
+      }, 500);
+      return;
     }
+    const text = announcement(item, before, before === 'queued' && this._asked.has(item.id));
     if (text) {
       this.announce(text);
     }
@@ -598,6 +587,9 @@ export class UploadPanel extends Panel {
   private _asked = new Set<number>();
   /** A row's own message (a picked file that does not match). */
   private _errors = new Map<string, string>();
+  /** Uploads landed since the last announcement. */
+  private _landed: { name: string; folder: string }[] = [];
+  private _landedTimer = 0;
   /** Uploads cancelled here (their server record goes away). */
   private _terminated = new Set<string>();
 }

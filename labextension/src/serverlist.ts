@@ -287,3 +287,49 @@ export class DismissedIds {
 
   private _ids: string[] = [];
 }
+
+/** What the panel's live region says when an upload of this page changes state ('' for
+ * nothing). `asked`: the change follows the overwrite question (its Cancel says nothing). */
+export function announcement(
+  item: {
+    state: string;
+    name: string;
+    folder: string;
+    error: string;
+    offline: boolean;
+    retryReason: string;
+    fraction: number;
+  },
+  before: string | undefined,
+  asked = false
+): string {
+  const name = item.name;
+  switch (item.state) {
+    case 'done':
+      return `${name} uploaded to ${displayFolder(item.folder)}`;
+    case 'failed':
+      return `Upload of ${name} failed: ${item.error}`;
+    case 'retrying': {
+      const why = item.offline ? 'offline' : item.retryReason || 'connection lost';
+      return `Upload of ${name}: ${why}, retrying`;
+    }
+    case 'paused':
+      return `Upload of ${name} paused at ${formatPercent(item.fraction)}`;
+    case 'cancelled':
+      return asked ? '' : `Upload of ${name} cancelled`;
+    case 'uploading':
+      return before && before !== 'queued' ? `Upload of ${name} resumed` : '';
+    default:
+      return '';
+  }
+}
+
+/** Several uploads done at once are said once: "3 files uploaded". */
+export function doneAnnouncement(done: readonly { name: string; folder: string }[]): string {
+  if (done.length === 1) {
+    return `${done[0].name} uploaded to ${displayFolder(done[0].folder)}`;
+  }
+  const folders = new Set(done.map(d => d.folder));
+  const where = folders.size === 1 ? ` to ${displayFolder([...folders][0])}` : '';
+  return done.length ? `${done.length} files uploaded${where}` : '';
+}

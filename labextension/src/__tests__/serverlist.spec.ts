@@ -4,6 +4,8 @@
  */
 import {
   DismissedIds,
+  announcement,
+  doneAnnouncement,
   IServerUpload,
   folderOf,
   mergeRows,
@@ -170,5 +172,54 @@ describe('DismissedIds', () => {
     store.set('k', 'not json');
     expect(new DismissedIds(storage, 'k').set.size).toBe(0);
     expect(new DismissedIds(null).set.size).toBe(0);
+  });
+});
+
+describe('what the live region says', () => {
+  const item = {
+    state: 'uploading',
+    name: 'data.csv',
+    folder: 'data',
+    error: '',
+    offline: false,
+    retryReason: '',
+    fraction: 0.29
+  };
+
+  it('says the changes that matter, in the same words as the rows', () => {
+    expect(announcement({ ...item, state: 'done' }, 'uploading')).toBe(
+      'data.csv uploaded to data/'
+    );
+    expect(announcement({ ...item, state: 'paused' }, 'uploading')).toBe(
+      'Upload of data.csv paused at 29%'
+    );
+    expect(announcement(item, 'paused')).toBe('Upload of data.csv resumed');
+    expect(announcement(item, 'retrying')).toBe('Upload of data.csv resumed');
+    expect(announcement(item, 'queued')).toBe('');
+    expect(
+      announcement({ ...item, state: 'retrying', retryReason: 'server error (502)' }, 'uploading')
+    ).toBe('Upload of data.csv: server error (502), retrying');
+    expect(announcement({ ...item, state: 'retrying', offline: true }, 'uploading')).toBe(
+      'Upload of data.csv: offline, retrying'
+    );
+    expect(
+      announcement(
+        { ...item, state: 'failed', error: 'no permission to upload to data/' },
+        'uploading'
+      )
+    ).toBe('Upload of data.csv failed: no permission to upload to data/');
+    expect(announcement({ ...item, state: 'cancelled' }, 'uploading')).toBe(
+      'Upload of data.csv cancelled'
+    );
+    // "Cancel" to the overwrite question: nothing to say, there never was a row.
+    expect(announcement({ ...item, state: 'cancelled' }, 'queued', true)).toBe('');
+  });
+
+  it('says a burst of landed files once', () => {
+    expect(doneAnnouncement([{ name: 'a.csv', folder: '' }])).toBe('a.csv uploaded to /');
+    const many = Array.from({ length: 200 }, (_, i) => ({ name: `${i}.txt`, folder: 'raw' }));
+    expect(doneAnnouncement(many)).toBe('200 files uploaded to raw/');
+    expect(doneAnnouncement([...many, { name: 'b', folder: 'other' }])).toBe('201 files uploaded');
+    expect(doneAnnouncement([])).toBe('');
   });
 });
