@@ -136,18 +136,11 @@ async function setUp(
     endpoint,
     headers,
     settings: () => settings,
-    // Listing the folder (as the stock upload does) rather than probing the file
-    // keeps a 404 out of the console for every new file.
-    exists: async path => {
-      const slash = path.lastIndexOf('/');
-      const folder = slash < 0 ? '' : path.slice(0, slash);
-      const name = path.slice(slash + 1);
-      try {
-        const listing = await contents.get(folder, { content: true });
-        return (listing.content as Contents.IModel[]).some(i => i.name === name);
-      } catch {
-        return false;
-      }
+    // Listing the folder (as the stock upload does) rather than probing the file keeps
+    // a 404 out of the console for every new file; the uploader lists once per batch.
+    listFolder: async folder => {
+      const listing = await contents.get(folder, { content: true });
+      return (listing.content as Contents.IModel[]).map(i => i.name);
     },
     confirmOverwrite: async (name, folder) => {
       const result = await showDialog({
@@ -157,9 +150,10 @@ async function setUp(
       });
       return result.button.accept;
     },
-    landed: item => {
+    // One listing refresh per batch of files landed in a folder, not one per file.
+    folderLanded: folder => {
       for (const b of browsers) {
-        if (!b.isDisposed && normalizeFolder(b.model.path) === item.folder) {
+        if (!b.isDisposed && normalizeFolder(b.model.path) === folder) {
           void b.model.refresh();
         }
       }
@@ -282,11 +276,23 @@ function patchModel(
     if (!landed) {
       return undefined as unknown as Contents.IModel;
     }
-    try {
-      return await contents.get(joinPath(folder, file.name), { content: false });
-    } catch {
-      return undefined as unknown as Contents.IModel;
-    }
+    // What the uploader knows of the landed file (no request per file: a drop of many
+    // small files costs one request each, like the stock upload).
+    const item = uploader.items.find(i => i.file === file);
+    const landedPath = item?.landedPath ?? joinPath(folder, file.name);
+    const now = new Date().toISOString();
+    return {
+      name: landedPath.slice(landedPath.lastIndexOf('/') + 1),
+      path: landedPath,
+      type: 'file',
+      writable: true,
+      created: now,
+      last_modified: now,
+      mimetype: file.type || 'application/octet-stream',
+      content: null,
+      format: null,
+      size: file.size
+    } as Contents.IModel;
   };
 }
 
@@ -468,7 +474,9 @@ function watchUploads(
     }
   };
   let timer: number | null = null;
+  let updated = 0;
   uploader.changed.connect((_, changed) => {
+    let wait = 500;
     if (changed && states.get(changed.id) !== changed.state) {
       states.set(changed.id, changed.state);
       if (changed.state === 'done') {
@@ -479,14 +487,21 @@ function watchUploads(
           actions: [{ label: 'Show uploads', callback: () => opts.showPanel() }]
         });
       }
-      update();
-      return;
+      // A change of state shows at once, but at most five times a second: a drop of
+      // many small files changes hundreds of states a second (issue 10).
+      wait = Math.max(0, updated + 200 - Date.now());
+      if (wait === 0 && timer === null) {
+        updated = Date.now();
+        update();
+        return;
+      }
     }
     if (timer === null) {
       timer = window.setTimeout(() => {
         timer = null;
+        updated = Date.now();
         update();
-      }, 500);
+      }, wait);
     }
   });
 

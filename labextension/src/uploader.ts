@@ -97,8 +97,14 @@ export interface IUploaderOptions {
   /** Whether `folder/name` exists already (checked before creating; optional: without
    * it, the server's 409 at creation leads to the same question). */
   exists?: (path: string) => Promise<boolean>;
+  /** The names in a folder (instead of `exists`): listed once for the uploads to that
+   * folder that start together (a drop of many files), not once per file. */
+  listFolder?: (folder: string) => Promise<string[]>;
   /** A file landed. */
   landed?: (item: UploadItem) => void;
+  /** Files landed in `folder`, and no other upload to it is under way: the moment to
+   * refresh a listing once for a whole batch rather than once per file. */
+  folderLanded?: (folder: string) => void;
   /** tus-js-client's HTTP stack (tests script server answers through it). */
   httpStack?: HttpStack;
   /** Where unfinished uploads' URLs are kept (default: localStorage). */
@@ -110,6 +116,10 @@ export interface IUploaderOptions {
   /** Where the chunk size a proxy accepted is remembered (default: localStorage, per
    * endpoint, shared by every front end and tab of the browser). */
   chunkMemory?: IChunkMemory;
+  /** Uploads sending at the same time (default 6, the connections a browser opens to one server; the others wait their turn as
+   * `queued`): a drop of hundreds of files starts them as slots free up, leaving the
+   * browser's other connections to the server to the page. */
+  maxConcurrent?: number;
   /** Web Locks and BroadcastChannel (default: the browser's; null: no coordination). */
   tabs?: ITabs | null;
 }
@@ -186,6 +196,8 @@ export class UploadItem implements IStatusSource {
   stopWaiting?: () => void;
   /** Another uploader drove this upload before this one took it over. */
   followed = false;
+  /** Another tab or front end follows this upload (it asked): tell it the progress. */
+  watched = false;
   /** When the driver's status was last broadcast (ms). */
   broadcastAt = 0;
   /** Timers of the retry wait, the countdown and the stall watchdog. */
@@ -235,7 +247,15 @@ export class TusUploader {
     this._urlStorage = options.urlStorage ?? defaultOptions.urlStorage;
     this._httpStack = options.httpStack ?? defaultOptions.httpStack;
     this._stallTimeout = options.stallTimeout ?? 60_000;
-    this._changed.connect((_, item) => item && this._broadcast(item));
+    this._changed.connect((_, item) => {
+      if (item) {
+        this._broadcast(item);
+      }
+      if (this._waiting.length) {
+        this._pump();
+      }
+      this._settle();
+    });
     this._chunkMemory = options.chunkMemory ?? new StorageChunkMemory();
     this._tabs = options.tabs === undefined ? browserTabs() : options.tabs;
     if (this._tabs) {
@@ -331,13 +351,8 @@ export class TusUploader {
       upload.resumeFromPreviousUpload(previous[0]);
       item.uploadUrl = previous[0].uploadUrl;
       item.parallelUploadUrls = previous[0].parallelUploadUrls;
-    } else if (!request.overwrite && this._options.exists) {
-      let taken = false;
-      try {
-        taken = await this._options.exists(item.path);
-      } catch {
-        taken = false;
-      }
+    } else if (!request.overwrite && (this._options.listFolder || this._options.exists)) {
+      const taken = await this._taken(item);
       if (taken && item.followed && item.remoteState !== 'cancelled') {
         // Another tab drove this upload and let go with nothing left to resume: it landed.
         item.sent = item.size;
@@ -358,8 +373,34 @@ export class TusUploader {
     if (request.handle) {
       void putHandle(fp, request.handle);
     }
-    this._start(item);
+    // Its turn comes when fewer than `maxConcurrent` uploads are sending.
+    this._waiting.push(item);
+    this._pump();
     return done;
+  }
+
+  /** Start waiting uploads while slots are free. */
+  private _pump(): void {
+    if (this._pumping) {
+      return;
+    }
+    this._pumping = true;
+    try {
+      const limit = Math.max(1, this._options.maxConcurrent ?? 6);
+      let sending = this._items.filter(
+        i => i.state === 'uploading' || i.state === 'retrying'
+      ).length;
+      while (sending < limit && this._waiting.length) {
+        const item = this._waiting.shift()!;
+        if (item.state !== 'queued' || !this._items.includes(item)) {
+          continue; // cancelled while waiting
+        }
+        this._start(item);
+        sending++;
+      }
+    } finally {
+      this._pumping = false;
+    }
   }
 
   pause(item: UploadItem): void {
@@ -498,6 +539,11 @@ export class TusUploader {
       item.releaseLock?.();
       item.settle?.(false);
       item.settle = undefined;
+    }
+    this._waiting = [];
+    if (this._settleTimer !== null) {
+      clearTimeout(this._settleTimer);
+      this._settleTimer = null;
     }
     if (this._channel) {
       this._channel.onmessage = null;
@@ -652,7 +698,9 @@ export class TusUploader {
       // The retry rule is ours (see _onError): tus-js-client's gives up after its last
       // delay and not at all while offline.
       retryDelays: null,
-      storeFingerprintForResuming: true,
+      // A file sent whole in its creation request has nothing to resume: its URL is
+      // known only once every byte is there (no storage writes for each small file).
+      storeFingerprintForResuming: !(single && file.size <= chunkSize),
       removeFingerprintOnSuccess: true,
       fingerprint: async (f: File) => fingerprint(f, endpoint, folder),
       httpStack: this._httpStack,
@@ -730,7 +778,10 @@ export class TusUploader {
           return;
         }
         item.sent = item.size;
-        void deleteHandle(item.fingerprint);
+        if (item.handle || item.upload?.options.storeFingerprintForResuming) {
+          // (A file sent in one request kept nothing: no IndexedDB work per small file.)
+          void deleteHandle(item.fingerprint);
+        }
         this._finish(item, 'done');
         this._options.landed?.(item);
       },
@@ -1013,10 +1064,62 @@ export class TusUploader {
     this._changed.emit(item);
   }
 
+  /** Whether the item's name is taken in its folder (false when that cannot be told). */
+  private async _taken(item: UploadItem): Promise<boolean> {
+    const list = this._options.listFolder;
+    try {
+      if (!list) {
+        return !!(await this._options.exists?.(item.path));
+      }
+      let listing = this._listings.get(item.folder);
+      if (!listing) {
+        listing = list(item.folder).then(names => new Set(names));
+        this._listings.set(item.folder, listing);
+        listing.catch(() => this._listings.delete(item.folder));
+      }
+      return (await listing).has(item.name);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether an upload to `folder` is starting or sending. */
+  private _busy(folder: string): boolean {
+    return this._items.some(
+      i => i.folder === folder && ['queued', 'uploading', 'retrying'].includes(i.state)
+    );
+  }
+
+  /** After a change: say once per batch that files landed in a folder, and forget the
+   * listings of folders nothing is uploaded to any more (the next batch lists again). */
+  private _settle(): void {
+    for (const folder of [...this._listings.keys()]) {
+      if (!this._busy(folder)) {
+        this._listings.delete(folder);
+      }
+    }
+    if (!this._landedIn.size || this._settleTimer !== null) {
+      return;
+    }
+    // Once the uploads started in the same moment (one drop) have had their turn.
+    this._settleTimer = setTimeout(() => {
+      this._settleTimer = null;
+      for (const folder of [...this._landedIn]) {
+        if (!this._busy(folder)) {
+          this._landedIn.delete(folder);
+          this._options.folderLanded?.(folder);
+        }
+      }
+    }, 0);
+  }
+
   private _finish(item: UploadItem, state: 'done' | 'cancelled'): void {
     this._stopTimers(item);
     item.state = state;
     item.meter.reset();
+    if (state === 'done') {
+      this._landedIn.add(item.folder);
+    }
     this._changed.emit(item);
     // Said to the other tabs before the lock goes: one waiting for it knows the outcome.
     item.releaseLock?.();
@@ -1176,6 +1279,7 @@ export class TusUploader {
     if (msg.type === 'ask') {
       const driven = this._items.find(i => i.fingerprint === msg.fingerprint && i.releaseLock);
       if (driven) {
+        driven.watched = true; // from now on its progress is told
         this._broadcast(driven, true);
       }
       return;
@@ -1201,8 +1305,8 @@ export class TusUploader {
   /** Tell the other tabs how an upload this uploader drives is going (progress at most
    * every 250 ms, every change of state at once). */
   private _broadcast(item: UploadItem, force = false): void {
-    if (!this._channel || !item.releaseLock) {
-      return;
+    if (!this._channel || !item.releaseLock || !(item.watched || force)) {
+      return; // (nobody asked: no message per small file of a big drop)
     }
     const now = Date.now();
     const status: IRemoteStatus = {
@@ -1241,6 +1345,14 @@ export class TusUploader {
   private _chunkMemory: IChunkMemory;
   private _tabs: ITabs | null;
   private _channel: IChannel | null = null;
+  /** Listings of destination folders, shared by the uploads of one batch. */
+  private _listings = new Map<string, Promise<Set<string>>>();
+  /** Folders where files landed since `folderLanded` was last called for them. */
+  private _landedIn = new Set<string>();
+  private _settleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Uploads ready to start, in the order they came. */
+  private _waiting: UploadItem[] = [];
+  private _pumping = false;
 }
 
 /** Send cookies with XHR requests (same origin: they go anyway; harmless elsewhere). */

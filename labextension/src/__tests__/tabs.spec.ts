@@ -239,6 +239,59 @@ describe('small files', () => {
     );
   });
 
+  it('a drop of many lists the folder once, sends six at a time, and says once that files landed there', async () => {
+    const b = browser();
+    b.server.files.set('data/taken.csv', new Uint8Array([1]));
+    const listed: string[] = [];
+    const settled: string[] = [];
+    const asked: string[] = [];
+    const uploader = new TusUploader({
+      endpoint: ENDPOINT,
+      headers: () => ({}),
+      settings: () => ({ ...DEFAULT_SETTINGS, chunkSize: 16 * KiB }),
+      confirmOverwrite: async name => {
+        asked.push(name);
+        return true;
+      },
+      listFolder: async folder => {
+        listed.push(folder);
+        return [...b.server.files.keys()]
+          .filter(p => p.startsWith(`${folder}/`))
+          .map(p => p.slice(folder.length + 1));
+      },
+      folderLanded: folder => settled.push(folder),
+      httpStack: b.server,
+      urlStorage: b.storage,
+      fileReader: fakeReader,
+      tabs: null
+    });
+    let most = 0;
+    uploader.changed.connect(() => {
+      const sending = uploader.items.filter(i => ['uploading', 'retrying'].includes(i.state));
+      most = Math.max(most, sending.length);
+    });
+    const names = [...Array.from({ length: 30 }, (_, i) => `f${i}.csv`), 'taken.csv'];
+    const files = names.map(n => fakeFile(n, 2 * KiB));
+    const all = Promise.all(files.map(f => uploader.upload(f, 'data')));
+    await until(() => uploader.items.every(i => i.state === 'done'));
+    expect(await all).toEqual(files.map(() => true));
+    await run(100);
+    expect(listed).toEqual(['data']);
+    expect(asked).toEqual(['taken.csv']);
+    expect(settled).toEqual(['data']);
+    expect(most).toBe(6); // at most six sending at a time, the others wait their turn
+    expect(b.server.requests.map(r => r.method)).toEqual(files.map(() => 'POST'));
+    expect(sameBytes(b.server.files.get('data/taken.csv'), files[30])).toBe(true);
+
+    // The next drop lists again (a file may have come or gone meanwhile).
+    const next = uploader.upload(fakeFile('later.csv', KiB), 'data');
+    await until(() => uploader.items[0].state === 'done');
+    expect(await next).toBe(true);
+    await run(100);
+    expect(listed).toEqual(['data', 'data']);
+    expect(settled).toEqual(['data', 'data']);
+  });
+
   it('one larger than a chunk is created empty, then sent in chunks', async () => {
     const b = browser();
     const t = tab(b, 'one');
