@@ -17,7 +17,7 @@ outside root_dir or where the model did not expect a file; no file is ever clobb
 corners the rules were written for are reached in every run.
 
 ``TUS_SEED`` replays a run; ``TUS_MODEL_EXAMPLES`` and ``TUS_MODEL_STEPS`` make it longer
-(`make torture`, recognised by its ``TUS_TORTURE_KILLS``, runs 100 examples of 40 steps);
+(`make torture`, recognised by its ``TUS_TORTURE_KILLS``, runs 60 examples of 40 steps);
 ``TUS_MODEL_SHRINK`` bounds the seconds spent shrinking a failure (0: none). A failure
 prints the steps with a note of what each did and what the server answered.
 """
@@ -57,7 +57,7 @@ from hypothesis.stateful import (
 from .helpers import OFFSET_TYPE, TUS, Client, env_int, record_figures, seed_from_env, server
 
 TORTURE = bool(os.environ.get("TUS_TORTURE_KILLS"))  # set by `make torture`
-EXAMPLES = env_int("TUS_MODEL_EXAMPLES", 100 if TORTURE else 8)
+EXAMPLES = env_int("TUS_MODEL_EXAMPLES", 60 if TORTURE else 8)
 STEPS = env_int("TUS_MODEL_STEPS", 40 if TORTURE else 25)
 # Each example costs seconds (a real server; restarts), so shrinking a failure takes
 # minutes: bounded here (hypothesis would go on for 300 s).
@@ -425,6 +425,8 @@ class Model(RuleBasedStateMachine):
             return "store", False
         if self.unusable(posixpath.dirname(up.dest)):
             return "blocked", False
+        if up.overwrite and self.abs(up.dest).is_dir():
+            return "blocked", False  # overwrite never replaces a folder
         return "land", os.path.lexists(self.abs(up.dest))
 
     def expect_landing(self, dest: str | None) -> tuple[str, bool]:
@@ -796,14 +798,18 @@ class Model(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the disk
 
     @precondition(lambda self: self.eligible("nameable"))
-    @rule(pick=PICK)
-    def take_the_name(self, pick):
-        """Someone saves a file where an unfinished upload will land."""
+    @rule(pick=PICK, folder=st.booleans())
+    def take_the_name(self, pick, folder):
+        """Someone saves a file (or makes a folder) where an unfinished upload will land:
+        it lands beside it, or replaces the file with overwrite (a folder: 403)."""
         self.step("take_the_name")
         up = self.pick("nameable", pick)
-        self.note(f"disk: a file is saved where {up} will land")
+        self.note(f"disk: a {'folder' if folder else 'file'} is made where {up} will land")
         self.abs(posixpath.dirname(up.dest)).mkdir(parents=True, exist_ok=True)
-        self.write_file(up.dest, b"saved by the user meanwhile")
+        if folder:
+            self.abs(up.dest).mkdir()
+        else:
+            self.write_file(up.dest, b"saved by the user meanwhile")
 
     @precondition(lambda self: self.eligible("breakable"))
     @rule(
@@ -1079,18 +1085,29 @@ FIRST = ("upload", 0)  # the upload the first creation made
 SCENARIOS = {
     "long name taken meanwhile lands beside within 255 bytes": [
         create(name="long_same"),
-        step("take_the_name", pick=0),
+        step("take_the_name", pick=0, folder=False),
         patch(),
     ],
     "255-byte name taken meanwhile": [
         create(name="long255", folder="d1"),
-        step("take_the_name", pick=0),
+        step("take_the_name", pick=0, folder=False),
         patch(),
     ],
     "name taken meanwhile, overwrite replaces it": [
         create(name="same", folder="new1", overwrite=True),
-        step("take_the_name", pick=0),
+        step("take_the_name", pick=0, folder=False),
         patch(kind="chunked_exact"),
+    ],
+    "name taken by a folder meanwhile: lands beside it": [
+        create(name="unicode", folder="ünï/文件夹"),
+        step("take_the_name", pick=0, folder=True),
+        patch(),
+    ],
+    "name taken by a folder meanwhile, overwrite: 403": [
+        create(overwrite=True),
+        step("take_the_name", pick=0, folder=True),
+        patch(),
+        restart(kill=True),
     ],
     "folder swapped for a symlink out, then SIGKILL": [
         create(folder="new2/deep"),
