@@ -38,6 +38,7 @@ import {
   failureMessage,
   fingerprint,
   formatBytes,
+  formatPercent,
   fractionOf,
   halveChunk,
   joinPath,
@@ -196,6 +197,8 @@ export class UploadItem implements IStatusSource {
   stopWaiting?: () => void;
   /** Another uploader drove this upload before this one took it over. */
   followed = false;
+  /** The uploads that started with this one (one drop, one pick, one folder). */
+  batch?: UploadBatch;
   /** Another tab or front end follows this upload (it asked): tell it the progress. */
   watched = false;
   /** When the driver's status was last broadcast (ms). */
@@ -232,6 +235,75 @@ export class UploadItem implements IStatusSource {
     );
   }
 }
+
+/**
+ * Uploads that overlap in time (a drop or a pick of many files, a folder): one total for
+ * a batch row ("120 of 200 files · 40%"). An upload joins the current batch while any of
+ * that batch's uploads is still starting or sending; otherwise it starts a new one.
+ */
+export class UploadBatch {
+  readonly id = nextBatchId++;
+  readonly items: UploadItem[] = [];
+
+  /** Files in the batch. */
+  get files(): number {
+    return this.items.length;
+  }
+
+  /** Files landed. */
+  get done(): number {
+    return this.items.filter(i => i.state === 'done').length;
+  }
+
+  /** Files that failed (waiting for Resume or Cancel). */
+  get failed(): number {
+    return this.items.filter(i => i.state === 'failed').length;
+  }
+
+  /** Files cancelled. */
+  get cancelled(): number {
+    return this.items.filter(i => i.state === 'cancelled').length;
+  }
+
+  /** Bytes of the files not cancelled. */
+  get size(): number {
+    return this.items.filter(i => i.state !== 'cancelled').reduce((n, i) => n + i.size, 0);
+  }
+
+  /** Bytes the server holds of them. */
+  get sent(): number {
+    return this.items
+      .filter(i => i.state !== 'cancelled')
+      .reduce((n, i) => n + (i.state === 'done' ? i.size : Math.min(i.sent, i.size)), 0);
+  }
+
+  /** Fraction of the bytes sent (1 when every file landed). */
+  get fraction(): number {
+    const size = this.size;
+    return size > 0 ? Math.min(1, this.sent / size) : this.busy ? 0 : 1;
+  }
+
+  /** Some file of it is still starting or sending. */
+  get busy(): boolean {
+    return this.items.some(i => BUSY_STATES.includes(i.state));
+  }
+
+  /** "120 of 200 files · 40% · 1.2 MiB of 3.0 MiB", and the failures if any. */
+  get summary(): string {
+    const parts = [
+      `${this.done} of ${this.files - this.cancelled} files`,
+      formatPercent(this.fraction),
+      `${formatBytes(this.sent)} of ${formatBytes(this.size)}`
+    ];
+    if (this.failed) {
+      parts.push(`${this.failed} failed`);
+    }
+    return parts.join(' · ');
+  }
+}
+
+const BUSY_STATES: readonly string[] = ['queued', 'uploading', 'retrying', 'elsewhere'];
+let nextBatchId = 1;
 
 export interface IUploadRequest {
   /** The File System Access handle the file came with (kept for one-click resume). */
@@ -315,6 +387,11 @@ export class TusUploader {
       this._remove(old);
     }
     const item = new UploadItem(file.name, folder, file.size, fp, 'queued');
+    if (!this._batch || !this._batch.busy) {
+      this._batch = new UploadBatch();
+    }
+    item.batch = this._batch;
+    this._batch.items.push(item);
     item.file = file;
     item.handle = request.handle;
     // Resolves when the file lands (true) or the user gives up on it (false).
@@ -1350,6 +1427,8 @@ export class TusUploader {
   /** Folders where files landed since `folderLanded` was last called for them. */
   private _landedIn = new Set<string>();
   private _settleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The batch new uploads join while it is busy. */
+  private _batch: UploadBatch | null = null;
   /** Uploads ready to start, in the order they came. */
   private _waiting: UploadItem[] = [];
   private _pumping = false;

@@ -292,6 +292,34 @@ describe('small files', () => {
     expect(settled).toEqual(['data', 'data']);
   });
 
+  it('uploads that overlap in time make one batch, with a total', async () => {
+    const b = browser();
+    b.server.latency = 20;
+    const t = tab(b, 'one');
+    const files = Array.from({ length: 12 }, (_, i) => fakeFile(`b${i}.csv`, 10 * KiB));
+    const first = Promise.all(files.map(f => t.uploader.upload(f, 'data')));
+    await run(0);
+    const batch = t.uploader.items[0].batch!;
+    expect(t.uploader.items.every(i => i.batch === batch)).toBe(true);
+    expect(batch.files).toBe(12);
+    expect(batch.summary).toBe('0 of 12 files · 0% · 0 B of 120 KiB');
+    const fractions: number[] = [];
+    t.uploader.changed.connect(() => fractions.push(batch.fraction));
+    // One more while the batch runs joins it.
+    const late = t.uploader.upload(fakeFile('late.csv', 8 * KiB), 'data');
+    await until(() => !batch.busy);
+    expect(await first).toEqual(files.map(() => true));
+    expect(await late).toBe(true);
+    expect(batch.summary).toBe('13 of 13 files · 100% · 128 KiB of 128 KiB');
+    expect(fractions).toEqual([...fractions].sort((x, y) => x - y)); // never backwards
+    // A file dropped after it finished starts a new batch.
+    const next = t.uploader.upload(fakeFile('next.csv', KiB), 'data');
+    await until(() => t.uploader.items[0].state === 'done');
+    expect(await next).toBe(true);
+    expect(t.uploader.items[0].batch).not.toBe(batch);
+    expect(t.uploader.items[0].batch!.files).toBe(1);
+  });
+
   it('one larger than a chunk is created empty, then sent in chunks', async () => {
     const b = browser();
     const t = tab(b, 'one');
