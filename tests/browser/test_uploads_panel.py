@@ -156,6 +156,18 @@ def test_an_upload_a_script_left_is_resumed_from_the_panel(lab: Lab, open_lab, t
     assert finished.get_attribute("data-source") == "server"
     assert finished.locator(".jp-TusUpload-open").is_visible()
     assert finished.locator(".jp-TusUpload-reveal").is_visible()
+    # "Clear finished" removes it for good (this browser remembers it was cleared).
+    page.locator(".jp-TusUploads-clear").click()
+    page.wait_for_function(
+        """name => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
+            n => n.textContent === name)""",
+        arg=src.name,
+    )
+    page.reload()
+    page.wait_for_selector(".jp-TusUploads[data-server-uploads]", state="attached")
+    listed_again = requests.get(lab.url + "api/tus/uploads", headers=lab.auth, timeout=10)
+    assert url.rsplit("/", 1)[1] in {u["id"] for u in listed_again.json()["uploads"]}
+    assert row(page, src.name).count() == 0
 
 
 def test_status_bar_item_and_notifications(lab: Lab, open_lab, big_file, tmp_path):
