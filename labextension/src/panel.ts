@@ -249,18 +249,24 @@ export class UploadPanel extends Panel {
     this._schedule(item);
   }
 
-  /** Re-render at most every 250 ms while bytes flow (progress events come much faster). */
-  private _schedule(item: UploadItem | null): void {
-    if (!item || item.state !== 'uploading') {
+  /** Re-render at once when the last render is 200 ms old, else 200 ms after it: a click
+   * shows at once, while progress events and a drop of many small files (hundreds of
+   * changes a second) cost five renders a second, not one per change (issue 10). */
+  private _schedule(_item: UploadItem | null): void {
+    if (this._timer !== null) {
+      return;
+    }
+    const wait = this._rendered + 200 - Date.now();
+    if (wait <= 0) {
+      this._rendered = Date.now();
       this._render();
       return;
     }
-    if (this._timer === null) {
-      this._timer = window.setTimeout(() => {
-        this._timer = null;
-        this._render();
-      }, 250);
-    }
+    this._timer = window.setTimeout(() => {
+      this._timer = null;
+      this._rendered = Date.now();
+      this._render();
+    }, wait);
   }
 
   /** One polite announcement per state change that matters; uploads landing together
@@ -578,6 +584,7 @@ export class UploadPanel extends Panel {
   private _live: HTMLElement;
   private _heading: HTMLElement;
   private _timer: number | null = null;
+  private _rendered = 0;
   private _poll = 0;
   private _server: IServerUpload[] = [];
   private _fetching = false;
