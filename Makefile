@@ -41,10 +41,12 @@ bench: venv
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 # The reliability tests, longer: TUS_SEED (default: a fresh one, printed), TUS_TORTURE_KILLS,
-# TUS_FUZZ_EXAMPLES, TUS_LOAD_UPLOADS, TUS_LOAD_MIB. See docs/reliability.md.
+# TUS_FUZZ_EXAMPLES, TUS_LOAD_UPLOADS, TUS_LOAD_MIB, TUS_MODEL_EXAMPLES, TUS_MODEL_STEPS.
+# See docs/reliability.md.
 torture: venv
 	TUS_SEED=$${TUS_SEED:-$$(date +%s)} TUS_TORTURE_KILLS=$${TUS_TORTURE_KILLS:-400} \
 	TUS_FUZZ_EXAMPLES=$${TUS_FUZZ_EXAMPLES:-4000} TUS_LOAD_UPLOADS=$${TUS_LOAD_UPLOADS:-64} \
+	TUS_MODEL_EXAMPLES=$${TUS_MODEL_EXAMPLES:-60} TUS_MODEL_STEPS=$${TUS_MODEL_STEPS:-40} \
 	$(BIN)/python -m pytest -q -ra -p no:logging -o timeout=0 tests/reliability
 
 clean:

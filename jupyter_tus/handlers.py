@@ -538,8 +538,10 @@ class UploadsHandler(TusHandler):
         self._info = await self._run(
             self.manager.create, size, metadata, partial=partial, final_of=self._final_of
         )
-        # From here on the upload exists: every answer, errors too, says where.
+        # From here on the upload exists: every answer, errors too, says where (and,
+        # for an empty file that landed at once, where it landed).
         self._error_headers["Location"] = self.upload_url(self._info.id)
+        self._error_headers.update(self.landed_path_header(self._info))
         if self._has_body():
             if self._final_of is not None:
                 raise UploadNotPatchable("a final concatenation takes no body")

@@ -493,7 +493,7 @@ async def test_an_empty_file_created_with_an_empty_chunked_body_lands(tus, jp_ro
     assert r.code == 201 and r.headers[PATH_HEADER] == "e.txt", r.body
     headers["Upload-Metadata"] = "filename Zi50eHQ="  # f.txt
     r = await send_chunked(tus, "POST", None, headers, [b"x"])
-    assert r.code == 413 and "Location" in r.headers
+    assert r.code == 413 and "Location" in r.headers and r.headers[PATH_HEADER] == "f.txt"
     assert (jp_root_dir / "e.txt").read_bytes() == b""
     assert (jp_root_dir / "f.txt").read_bytes() == b""  # nothing past its length
 
