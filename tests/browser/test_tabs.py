@@ -39,7 +39,7 @@ def test_two_tabs_one_file_one_driver(lab: Lab, open_lab, big_file, tmp_path):
     (lab.root / "README.md").write_text("# Workspace\n")  # a listing to drop on
     lab.set_settings(keepFileHandles=False)
 
-    first = open_lab(throttle=8 * MiB)
+    first = open_lab(throttle=5 * MiB)
     second = first.context.new_page()  # same browser profile: same locks and storage
     second.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())
     goto_lab(second, lab)
@@ -87,7 +87,7 @@ def test_the_other_tab_sees_the_file_land(lab: Lab, open_lab, tmp_path):
     src.write_bytes(bytes(range(256)) * (48 * 4096))  # 48 MiB
     (lab.root / "README.md").write_text("# Workspace\n")
     lab.set_settings(keepFileHandles=False)
-    first = open_lab(throttle=16 * MiB)
+    first = open_lab(throttle=8 * MiB)
     second = first.context.new_page()
     goto_lab(second, lab)
     log_second = TusLog(second)
