@@ -21,7 +21,7 @@ import {
 } from '@jupyterlab/ui-components';
 import { Panel, Widget } from '@lumino/widgets';
 
-import { formatPercent, statusLine } from './core';
+import { displayFolder, formatPercent, statusLine } from './core';
 import {
   DismissedIds,
   announcement,
@@ -37,7 +37,7 @@ import {
   serverRowState,
   serverStatusLine
 } from './serverlist';
-import { TusUploader, UploadItem } from './uploader';
+import { TusUploader, UploadBatch, UploadItem } from './uploader';
 
 export interface IUploadPanelOptions {
   uploader: TusUploader;
@@ -361,7 +361,17 @@ export class UploadPanel extends Panel {
     const now = Date.now();
     const rows = this._mergedRows();
     this._rows = new Map(rows.map(r => [r.key, r] as [string, Row<UploadItem>]));
-    const views = rows.map(row => this._view(row, now));
+    const views: IRowView[] = [];
+    const seen = new Set<UploadBatch>();
+    for (const row of rows) {
+      // A drop (or pick) of several files gets a row with its total above its files.
+      const batch = row.kind === 'local' ? row.item.batch : undefined;
+      if (batch && batch.files > 1 && !seen.has(batch)) {
+        seen.add(batch);
+        views.push(this._batchView(batch));
+      }
+      views.push(this._view(row, now));
+    }
     this.node.classList.toggle('jp-mod-empty', views.length === 0);
     const existing = new Map<string, HTMLLIElement>();
     for (const li of Array.from(this._list.children) as HTMLLIElement[]) {
@@ -393,9 +403,11 @@ export class UploadPanel extends Panel {
     if (focusedRow && focused && this._list.contains(focusedRow) && focused.hidden) {
       this._focusIn(focusedRow);
     } else if (removedFocus) {
-      const next = this._list.querySelector<HTMLLIElement>('.jp-TusUpload');
+      const next = this._list.querySelector<HTMLButtonElement>(
+        '.jp-TusUpload-buttons button:not([hidden])'
+      );
       if (next) {
-        this._focusIn(next);
+        next.focus();
       } else {
         // The panel hides when empty: the file browser's listing is next.
         const root = this.parent?.node;
@@ -405,6 +417,25 @@ export class UploadPanel extends Panel {
         (listing ?? this._heading).focus();
       }
     }
+  }
+
+  /** The total of a batch: "120 of 200 files · 40% · 1.2 MiB of 3.0 MiB". */
+  private _batchView(batch: UploadBatch): IRowView {
+    const folders = new Set(batch.items.map(i => i.folder));
+    const where = folders.size === 1 ? ` → ${displayFolder([...folders][0])}` : '';
+    const name = `${batch.files} files${where}`;
+    const state = batch.busy ? 'uploading' : batch.failed ? 'failed' : 'done';
+    return {
+      key: `batch:${batch.id}`,
+      name,
+      path: folders.size === 1 ? [...folders][0] : '',
+      state,
+      fraction: batch.fraction,
+      status: batch.summary,
+      tooltip: batch.summary,
+      buttons: new Set(),
+      landed: null
+    };
   }
 
   private _mergedRows(): Row<UploadItem>[] {
@@ -453,7 +484,8 @@ export class UploadPanel extends Panel {
 
   private _updateRow(li: HTMLLIElement, view: IRowView): void {
     li.dataset.state = view.state;
-    li.dataset.source = view.key.startsWith('server:') ? 'server' : 'page';
+    li.dataset.source = view.key.split(':')[0] === 'server' ? 'server' : 'page';
+    li.classList.toggle('jp-TusUpload-batch', view.key.startsWith('batch:'));
     const name = li.querySelector('.jp-TusUpload-name') as HTMLElement;
     name.textContent = view.name;
     name.title = `/${view.path}`;

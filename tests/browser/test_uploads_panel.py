@@ -242,6 +242,10 @@ def test_the_folder_button_keeps_the_tree(lab: Lab, open_lab, tmp_path):
     chooser.value.set_files(str(folder))
     for name in ("top.txt", "mid.csv", "deep.bin"):
         wait_state(page, name, "done")
+    # One row with the total above the folder's files.
+    total = page.locator(".jp-TusUpload-batch", has_text="3 files")
+    total.locator(".jp-TusUpload-status", has_text="3 of 3 files · 100%").wait_for()
+    assert total.get_attribute("data-state") == "done"
     base = lab.root / "into" / "picked"
     assert (base / "top.txt").read_text() == "top"
     assert (base / "a" / "mid.csv").read_text() == "x,y\n"
