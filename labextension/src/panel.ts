@@ -230,8 +230,13 @@ export class UploadPanel extends Panel {
           // Terminated (the DELETE may still be under way): never listed from the server.
           this._terminated.add(item.uploadId);
         }
-        if (['done', 'failed', 'cancelled'].includes(item.state)) {
-          void this.refresh(); // the server's word on it (and on the others)
+        if (
+          ['done', 'failed', 'cancelled'].includes(item.state) &&
+          !this._uploader.items.some(i => ['queued', 'uploading', 'retrying'].includes(i.state))
+        ) {
+          // The server's word on them (and on the others), once a drop has ended: not
+          // once per file of a drop of many small files.
+          void this.refresh();
         }
       }
       if (item.question) {
