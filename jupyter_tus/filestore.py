@@ -453,8 +453,6 @@ class FileStore:
             return True
         return False
 
-    finish_landing = settle  # the name of earlier versions
-
     def pending_landings(self) -> Iterator[FileInfo]:
         """Uploads with all their bytes that ``settle`` would complete or land (not
         those whose landing was refused for good)."""

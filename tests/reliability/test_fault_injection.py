@@ -237,7 +237,7 @@ def test_each_failing_call_leaves_a_resumable_upload(name, restart, tmp_path, mo
             # the final move failed after completion was recorded: the next request on
             # the upload (HEAD, under its lock) moves it, as UploadManager.get_info does
             with store.lock(uid):
-                store.finish_landing(store.get_info(uid))
+                store.settle(store.get_info(uid))
         elif not restart and staging_problems(store.directory):
             # e.g. a failed unlink of a used partial's lock file: harmless, and the
             # next start's recover() removes it
