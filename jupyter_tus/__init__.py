@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from .filestore import Durability, FileStore, UploadLock
 
 # Notebook helpers (light: jupyter_server is imported only to find a running server).
@@ -18,7 +20,12 @@ from .store import (
     UploadNotFound,
 )
 
-__version__ = "0.1.0"
+try:
+    # One version source: labextension/package.json, read at build time by
+    # hatch-nodejs-version into the installed distribution's metadata.
+    __version__ = _metadata.version("jupyter-tus")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AmbiguousName",
