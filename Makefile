@@ -8,13 +8,19 @@ PORT ?= 8888
 
 .PHONY: venv lab test lint torture bench clean chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml labextension/package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test,lab,data]"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# npm writes node_modules/.package-lock.json on every install: newer than the lock file
+# once node_modules matches it.
+NODE_MODULES := labextension/node_modules/.package-lock.json
+$(NODE_MODULES): labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
 
 # Debian's chromium for the browser tests (Playwright never downloads its own browsers).
 chromium:
@@ -24,14 +30,14 @@ lab: venv
 	mkdir -p $(WORKSPACE)
 	$(BIN)/jupyter lab --notebook-dir=$(WORKSPACE) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-lint: venv
+# ruff; prettier --check, stylelint and eslint (labextension's lint:check).
+lint: venv $(NODE_MODULES)
 	$(BIN)/ruff check jupyter_tus tests benchmarks
 	$(BIN)/ruff format --check jupyter_tus tests benchmarks
+	cd labextension && npm run lint:check
 
-test: venv chromium
-	$(BIN)/ruff check jupyter_tus tests benchmarks
-	$(BIN)/ruff format --check jupyter_tus tests benchmarks
-	cd labextension && (test -d node_modules || npm ci --no-audit --no-fund) && npm test
+test: lint chromium
+	cd labextension && npm test
 	$(BIN)/python -m pytest -q -ra
 
 # Upload speed side by side (not part of `make test`): sets up its peers itself
