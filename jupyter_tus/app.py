@@ -39,6 +39,16 @@ class TusApp(ExtensionApp):
         help="""Largest upload accepted, in bytes (advertised as Tus-Max-Size). 0 means no
         limit but the free disk space, which is checked when the length is known.""",
     )
+    max_chunk_size = Int(
+        0,
+        config=True,
+        help="""Largest request body, in bytes, one PATCH (or a creation with data) may
+        carry; 0: no limit. Set it below the body limit of a proxy in front of the
+        server (nginx's client_max_body_size defaults to 1 MiB): clients read it before
+        sending, from 'Upload-Limit: max-append-size=N' and 'Jupyter-Tus-Max-Chunk-Size:
+        N' on every answer. A body announced over it gets 413 before a byte is stored;
+        a chunked body that grows past it keeps its first N bytes, then gets 413.""",
+    )
     expiration = Float(
         7 * 24 * 3600.0,
         config=True,

@@ -53,6 +53,8 @@ RESPONSE_HEADERS = (
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
     "Jupyter-Tus-Path",
+    "Upload-Limit",
+    "Jupyter-Tus-Max-Chunk-Size",
 )
 # A browser may reuse a preflight's answer this long (seconds; Chromium caps it at
 # 7200): one preflight per upload URL instead of one before every PATCH.

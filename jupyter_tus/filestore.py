@@ -543,11 +543,15 @@ class FileStore:
         offset: int,
         checksum: Checksum | None = None,
         length: int | None = None,
+        limit: int | None = None,
     ) -> FileChunkWriter:
         """Start a write at ``offset``. ``length`` declares a deferred length with this
         write: it bounds the write, and is declared only when the write commits (a
-        write refused or cut short declares nothing). The caller holds the lock."""
-        return FileChunkWriter(self, self.get_info(upload_id), offset, checksum, length)
+        write refused or cut short declares nothing). ``limit`` bounds the bytes of
+        this one write (the server's largest body, ``max_chunk_size``): past it, as
+        past the length, the bytes that fit are kept and UploadTooLarge is raised. The
+        caller holds the lock."""
+        return FileChunkWriter(self, self.get_info(upload_id), offset, checksum, length, limit)
 
     def write_chunk(
         self, upload_id: str, offset: int, src: BinaryIO, checksum: Checksum | None = None
@@ -1043,6 +1047,7 @@ class FileChunkWriter:
         offset: int,
         checksum: Checksum | None,
         length: int | None = None,
+        limit: int | None = None,
     ) -> None:
         if info.is_complete or info.is_final:
             raise UploadNotPatchable(
@@ -1062,6 +1067,11 @@ class FileChunkWriter:
         self._room = None if bound is None else bound - offset
         if store.max_size is not None and bound is None:
             self._room = store.max_size - offset
+        # What the room ends at, for the refusal of a body that goes past it.
+        self._edge = "the upload's length"
+        if limit is not None and (self._room is None or limit < self._room):
+            self._room = limit
+            self._edge = f"the largest body the server takes in one request ({limit} bytes)"
         self._hasher = new_hasher(checksum.algorithm) if checksum else None
         self._checksum = checksum
         self._since_writeback = 0
@@ -1080,12 +1090,13 @@ class FileChunkWriter:
 
     def fits(self, n: int) -> bool:
         """Would ``n`` more bytes stay within the upload's length (or the store's
-        limit on a deferred length)?"""
+        limit on a deferred length, or the write's ``limit``)?"""
         return self._room is None or self.written + n <= self._room
 
     def write(self, data: bytes) -> None:
-        """Write ``data`` now. Past the upload's size, the part that fits is kept and
-        UploadTooLarge raised; on a full disk, what fitted is kept."""
+        """Write ``data`` now. Past the upload's size (or the write's ``limit``), the
+        part that fits is kept and UploadTooLarge raised; on a full disk, what fitted
+        is kept."""
         excess = None
         if self._room is not None and self.written + len(data) > self._room:
             excess = self.written + len(data) - self._room
@@ -1105,7 +1116,7 @@ class FileChunkWriter:
                 ) from exc
             raise
         if excess:
-            raise UploadTooLarge(f"the body goes {excess} bytes past the upload's length")
+            raise UploadTooLarge(f"the body goes {excess} bytes past {self._edge}")
         self._since_writeback += len(data)
         if (
             self._since_writeback >= WRITEBACK_EVERY

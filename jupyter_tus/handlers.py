@@ -177,7 +177,19 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Tus-Resumable", TUS_VERSION)
+        self.set_limit_headers()
         cors.set_default_headers(self)
+
+    def set_limit_headers(self) -> None:
+        """The limits a client can read before sending, on every answer (errors too,
+        so a refused client learns them): ``Upload-Limit: max-size=…, max-append-size=…``
+        and ``Jupyter-Tus-Max-Chunk-Size: <max_chunk_size>``; none when unlimited."""
+        config = self.tus_config
+        limit = protocol.format_upload_limit(config.max_size, config.max_chunk_size)
+        if limit is not None:
+            self.set_header(protocol.UPLOAD_LIMIT_HEADER, limit)
+        if config.max_chunk_size:
+            self.set_header(protocol.MAX_CHUNK_SIZE_HEADER, str(config.max_chunk_size))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 412:
@@ -510,6 +522,26 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             raise UploadTooLarge(f"Upload-Length {size} exceeds Tus-Max-Size {max_size}")
         self.manager.store.check_free_space(size - offset)
 
+    def check_body_size(self) -> None:
+        """A body announced (Content-Length) over ``max_chunk_size`` is refused before a
+        byte of it is stored; a chunked one is cut at the limit by its writer."""
+        limit = self.tus_config.max_chunk_size
+        length = self.body_length()
+        if limit and length is not None and length > limit:
+            raise protocol.BodyTooLarge(
+                f"a body of {length} bytes is over the largest body this server takes in"
+                f" one request, {limit} bytes ({protocol.MAX_CHUNK_SIZE_HEADER}); send the"
+                " file in smaller pieces"
+            )
+
+    def open_writer(
+        self, upload_id: str, offset: int, checksum: Any, length: int | None = None
+    ) -> FileChunkWriter:
+        """The store's writer for this body, bounded by ``max_chunk_size``."""
+        return self.manager.store.open_writer(
+            upload_id, offset, checksum, length=length, limit=self.tus_config.max_chunk_size or None
+        )
+
     def check_body_fits(self, info: FileInfo, offset: int) -> None:
         length = self.body_length()
         if length is not None and info.size is not None and offset + length > info.size:
@@ -535,6 +567,8 @@ class UploadsHandler(TusHandler):
         partial = concat is not None and concat[0] == "partial"
         if concat is not None and concat[0] == "final":
             self._final_of = [self._id_from_url(url) for url in concat[1]]
+        if self._has_body():
+            self.check_body_size()  # before the upload exists: nothing to clean up
         self._info = await self._run(
             self.manager.create, size, metadata, partial=partial, final_of=self._final_of
         )
@@ -552,7 +586,7 @@ class UploadsHandler(TusHandler):
                 self._takes_no_body = True  # a chunked body may still bring bytes
                 return
             await self.lock(self._info.id)
-            self.start_writing(self.manager.store.open_writer(self._info.id, 0, checksum))
+            self.start_writing(self.open_writer(self._info.id, 0, checksum))
 
     def _parse_length(self, final: bool) -> int | None:
         headers = self.request.headers
@@ -648,6 +682,7 @@ class UploadHandler(TusHandler):
     async def _prepare_patch(self, upload_id: str) -> None:
         headers = self.request.headers
         self.require_content_type()
+        self.check_body_size()
         offset = protocol.parse_non_negative("Upload-Offset", headers.get("Upload-Offset"))
         checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
         length = headers.get("Upload-Length")
@@ -670,8 +705,7 @@ class UploadHandler(TusHandler):
                     f"Upload-Length {size} differs from the upload's length {info.size}"
                 )
         self.check_body_fits(info, offset)
-        writer = self.manager.store.open_writer(upload_id, offset, checksum, length=declares)
-        self.start_writing(writer)
+        self.start_writing(self.open_writer(upload_id, offset, checksum, length=declares))
 
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors

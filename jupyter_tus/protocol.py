@@ -26,6 +26,13 @@ EXTENSIONS = (
     "expiration",
 )
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+# The largest request body the server takes (``max_chunk_size``), for clients to read
+# before sending: the IETF resumable-upload draft's ``Upload-Limit`` (a structured-field
+# dictionary, RFC 8941: ``max-size``, ``max-append-size``), and the same number in a
+# header of ours that tus clients can read without parsing a dictionary.
+UPLOAD_LIMIT_HEADER = "Upload-Limit"
+MAX_CHUNK_SIZE_HEADER = "Jupyter-Tus-Max-Chunk-Size"
+SF_INTEGER_MAX = 999_999_999_999_999  # RFC 8941, 3.3.1: at most 15 digits
 
 _NON_NEGATIVE = re.compile(r"^[0-9]{1,19}$")
 _METADATA_KEY = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -55,6 +62,12 @@ class WrongContentType(ProtocolError):
 
 class MethodNotAllowed(ProtocolError):
     status = 405
+
+
+class BodyTooLarge(ProtocolError):
+    """A request body over the server's largest body per request (``max_chunk_size``)."""
+
+    status = 413
 
 
 def parse_non_negative(name: str, value: str | None) -> int:
@@ -135,3 +148,16 @@ def parse_checksum(value: str | None) -> Checksum | None:
 def format_http_date(timestamp: float) -> str:
     """``Upload-Expires`` uses the RFC 7231 date format."""
     return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def format_upload_limit(max_size: int | None, max_append_size: int | None) -> str | None:
+    """``Upload-Limit`` (draft-ietf-httpbis-resumable-upload, "Upload-Limit"): an RFC 8941
+    dictionary of integers, e.g. ``max-size=1000, max-append-size=100``; a limit that is
+    unset (None or 0) or beyond a structured-field integer is left out. None when no
+    limit is left."""
+    members = [
+        f"{key}={value}"
+        for key, value in (("max-size", max_size), ("max-append-size", max_append_size))
+        if value and 0 < value <= SF_INTEGER_MAX
+    ]
+    return ", ".join(members) or None
