@@ -173,17 +173,24 @@ def goto_lab(page: Page, lab: Lab, reload: bool = False) -> None:
     page.wait_for_selector("body[data-jupyter-tus]", state="attached", timeout=60_000)
 
 
+def random_file(path: Path, size: int) -> str:
+    """``size`` random bytes written to ``path`` a MiB at a time; returns their sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(MiB, left))
+            h.update(block)
+            f.write(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def big_file(tmp_path_factory) -> tuple[Path, str]:
     """100 MB of random bytes and their sha256."""
     path = tmp_path_factory.mktemp("data") / "survey-2026.bin"
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(100):
-            block = os.urandom(MiB)
-            h.update(block)
-            f.write(block)
-    return path, h.hexdigest()
+    return path, random_file(path, 100 * MiB)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
 from ..servers import JupyterProcess
+from ..wire import WireCounter
 
 MiB = 1024 * 1024
 SIZE = 50 * 1000 * 1000
@@ -413,3 +415,73 @@ def _widget_then_file_browser(page: Page, lab: JupyterProcess, tmp_path: Path) -
         assert response is not None and response.status == 204
         sent += int(response.headers["upload-offset"]) - int(r.headers["upload-offset"])
     assert sent == 24 * MiB - hold_at
+
+
+def test_a_link_that_drops_every_few_seconds_still_lands(in_browser, lab, tmp_path):
+    in_browser(lambda page: _flaky_link(page, lab, tmp_path))
+
+
+def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
+    """480 MiB through the widget at 24 MiB/s over a link that goes offline (DevTools'
+    emulation) for 1 s every 5 s: never failed, intact, at most 1.1 x its size on the wire
+    (a TCP relay in front of the server counts every byte the browser sent)."""
+    src = tmp_path / "flaky-widget.bin"
+    size = 480 * MiB
+    digest = random_file(src, size)
+    notebook(
+        lab.root_dir / "flaky.ipynb",
+        "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='flaky')\nw",
+        REPORT,
+    )
+    with WireCounter(lab.port) as wire:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+
+        def link(offline: bool) -> None:
+            conditions = {"offline": offline, "latency": 0, "downloadThroughput": -1}
+            conditions["uploadThroughput"] = 24 * MiB
+            cdp.send("Network.emulateNetworkConditions", conditions)
+
+        link(False)
+        page.goto(
+            f"http://127.0.0.1:{wire.port}/lab/workspaces/flaky/tree/flaky.ipynb"
+            f"?reset&token={lab.token}"
+        )
+        notebook_ready(page)
+        run_cell(page, 0)
+        widget_ready(page)
+        before = wire.upstream
+        page.set_input_files(".jtus-input", str(src))
+        row = page.locator(".jtus-file")
+        expect(row).to_have_attribute("data-state", "uploading")
+        drops = 0
+        waited = []
+        while drops < 60:
+            # The link's schedule (the fault being injected), not a wait for a state.
+            time.sleep(4)
+            if row.get_attribute("data-state") == "done":
+                break
+            link(True)
+            drops += 1
+            time.sleep(1)
+            text = row.locator(".jtus-status").inner_text()
+            if text.startswith("offline, waiting for the network"):
+                waited.append(text)
+            assert row.get_attribute("data-state") != "failed", text
+            link(False)
+        expect(row).to_have_attribute("data-state", "done")
+        sent = wire.upstream - before
+        assert drops >= 3, "the link dropped during the upload"
+        assert waited, "the row never said it waits for the network"
+        assert sent <= 1.1 * size, f"{sent / MiB:.1f} MiB on the wire for {size / MiB:.0f} MiB"
+        # JupyterLab's own "Server Connection Error" dialog (its kernel connection saw the
+        # drops too) is dismissed as a user would.
+        dismiss = page.locator(".jp-Dialog").get_by_role("button", name="Dismiss")
+        if dismiss.count():
+            dismiss.click()
+        run_cell(page, 1)
+        match = kernel_report(page, 1)
+        assert match[1] == "flaky-widget.bin"
+        assert match[2] == digest
+        assert match[3] == "1"
+        print(f"widget, flaky link: {drops} drops, {sent / size:.3f} x the file on the wire")
