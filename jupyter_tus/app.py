@@ -137,6 +137,7 @@ class TusApp(ExtensionApp):
             return
         if self.recover_on_start:
             self.manager.recover()
+        self.manager.recount()
         self.log.info("jupyter-tus: uploads staged in %s", staging)
 
     def initialize_handlers(self) -> None:
@@ -161,6 +162,8 @@ class TusApp(ExtensionApp):
             self.manager.refused(info)
         for info in await loop.run_in_executor(None, self.manager.remove_expired):
             self.manager.removed(info, "expired")
+        # what other processes (kernels) did meanwhile, for the gauges
+        await loop.run_in_executor(None, self.manager.recount)
 
     async def stop_extension(self) -> None:
         if self._cleanup is not None:

@@ -49,6 +49,7 @@ from .store import (
     LengthAlreadyDeclared,
     OffsetMismatch,
     StagingRefused,
+    StoreError,
     UploadGone,
     UploadIncomplete,
     UploadLocked,
@@ -235,6 +236,9 @@ class FileStore:
         # Uploads recovery could not repair, with why: kept as they are, answered with
         # UploadQuarantined until the next start tries again.
         self._quarantined: dict[str, str] = {}
+        # Told of every final move that fails, with the LandingFailed or LandingRefused
+        # about to be raised (the server counts them); called in the failing thread.
+        self.on_landing_failure: Callable[[FileInfo, StoreError], None] | None = None
 
     # ------------------------------------------------------------------ paths
 
@@ -708,6 +712,16 @@ class FileStore:
             self._land_checked(info)
 
     def _land_checked(self, info: FileInfo) -> None:
+        """``_land``, its failures sorted (``_land_sorted``) and reported to
+        ``on_landing_failure``."""
+        try:
+            self._land_sorted(info)
+        except (LandingFailed, LandingRefused) as exc:
+            if self.on_landing_failure is not None:
+                self.on_landing_failure(info, exc)
+            raise
+
+    def _land_sorted(self, info: FileInfo) -> None:
         """``_land``, its failures sorted: LandingFailed for what may pass (a full,
         read-only or busy destination: the sweep retries), LandingRefused for what no
         retry fixes (recorded in the info: the bytes stay, and are never moved again)."""

@@ -30,7 +30,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from . import cors, protocol
+from . import cors, metrics, protocol
 from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadLock
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
@@ -131,6 +131,7 @@ def tus_errors(method: Any) -> Any:
         try:
             await method(self, *args, **kwargs)
         except (StoreError, ProtocolError) as exc:
+            self._error_code = type(exc).__name__
             raise to_http_error(exc) from exc
 
     return wrapper
@@ -162,6 +163,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._overflow_info: FileInfo | None = None  # committed when a body ran past
         self._last_data = time.monotonic()
         self._upload_id: str | None = None
+        self._error_code: str | None = None  # the name of the error answered, for metrics
         # Headers an error answer keeps (send_error clears the others): the Location of
         # an upload that exists, the offset it reached.
         self._error_headers: dict[str, str] = {}
@@ -261,6 +263,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     def _refuse(self, exc: Exception) -> None:
         self._refusal = to_http_error(exc)
+        self._error_code = type(exc).__name__
         self._stop_writing()
 
     def _drainable(self) -> bool:
@@ -319,6 +322,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         could not be refused up front) keeps the bytes that fit, and those are
         committed here and now: if they reach the length, the upload is complete and
         landed before any answer, so offset == length always means landed."""
+        before = writer.written
         try:
             writer.write(chunk)
         except UploadTooLarge as exc:
@@ -329,6 +333,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 self._piece_error = commit_exc
         except StoreError as exc:
             self._piece_error = exc
+        finally:
+            if writer.written > before:
+                self.manager.received(writer.info.id, writer.written - before)
 
     def _take_piece_error(self) -> None:
         exc, self._piece_error = self._piece_error, None
@@ -338,6 +345,8 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             if info.is_complete:
                 self._error_headers.update(self.landed_path_header(info))
                 self.manager.completed(info)
+            else:
+                self.manager.track(info)
         if isinstance(exc, LandingRefused) and self._writer is not None:
             self.manager.refused(self._writer.info)
         if exc is not None:
@@ -384,7 +393,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def _stop_writing(self) -> None:
         writer = self._take_writer()
         if writer is not None:
-            writer.abort()
+            self.manager.track(writer.abort())
 
     def _take_writer(self) -> FileChunkWriter | None:
         writer, self._writer = self._writer, None
@@ -405,10 +414,15 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         except LandingRefused:
             self.manager.refused(writer.info)
             raise
+        except StoreError:
+            self.manager.refresh(writer.info.id)  # cut back, or complete but not landed
+            raise
         finally:
             self._committing = False
         if info.is_complete:
             self.manager.completed(info)
+        else:
+            self.manager.track(info)
         return info
 
     @property
@@ -466,6 +480,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self._release()
 
     def on_finish(self) -> None:
+        metrics.request_answered(self.request.method, self.get_status(), self._error_code)
         if not self._committing:
             self._release()
 
@@ -630,7 +645,11 @@ class UploadsHandler(TusHandler):
         info = self._info
         if self._final_of is not None:
             await self.lock(info.id)
-            info = await self._run(self.manager.store.concat_uploads, info.id, self._final_of)
+            try:
+                info = await self._run(self.manager.store.concat_uploads, info.id, self._final_of)
+            except StoreError:
+                self.manager.refresh(info.id)
+                raise
             self.manager.completed(info)
         elif self._writer is not None:
             info = await self.commit()

@@ -11,16 +11,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import destinations, summary
+from . import destinations, metrics, summary
 from .filestore import FileStore, UploadLock
 from .store import (
     FileInfo,
     LandingFailed,
     LandingRefused,
+    StoreError,
     UploadExpired,
     UploadIncomplete,
     UploadLocked,
@@ -55,6 +57,14 @@ class UploadManager:
         # Set when the store could not be started (its staging folder refused): every
         # request is answered with this message instead.
         self.unavailable: str | None = None
+        # The unfinished uploads, id -> (declared size or None, bytes received), and
+        # the sum of the latter: the gauges of ``metrics``. Kept in step by every
+        # creation, write and outcome (from worker threads too, hence the lock), and
+        # recounted from the staging folder by ``recount``.
+        self._ledger_lock = threading.Lock()
+        self._under_way: dict[str, tuple[int | None, int]] = {}
+        self._staged = 0
+        store.on_landing_failure = self._landing_failed
 
     # ------------------------------------------------------------------ creation
 
@@ -85,7 +95,10 @@ class UploadManager:
             info.size = self._final_size(final_of)
         upload_id = self.store.new_upload(info)
         self.log.info("upload %s created: %s", upload_id, self.describe(info))
-        return self.store.get_info(upload_id)
+        metrics.UPLOADS_CREATED.inc()
+        info = self.store.get_info(upload_id)
+        self.track(info)
+        return info
 
     def _final_size(self, partial_ids: list[str]) -> int:
         total = 0
@@ -186,6 +199,7 @@ class UploadManager:
                 asked = self.store.request_release(upload_id)
                 if asked:
                     self.log.info("upload %s: asked the current request to let go", upload_id)
+                    metrics.LOCK_TAKEOVERS.inc()
             if time.monotonic() >= deadline:
                 raise UploadLocked(
                     f"upload {upload_id} is busy with another request that did not let go"
@@ -195,15 +209,75 @@ class UploadManager:
         self.store.on_release_request(upload_id, on_release_request)
         return lock
 
+    # ------------------------------------------------------------------ uploads under way
+
+    def track(self, info: FileInfo) -> None:
+        """Note where an upload stands (after its creation or a write): unfinished ones
+        count in ``jupyter_tus_uploads_in_progress`` and ``jupyter_tus_staged_bytes``."""
+        with self._ledger_lock:
+            _size, before = self._under_way.pop(info.id, (None, 0))
+            self._staged -= before
+            if not info.is_complete:
+                self._under_way[info.id] = (info.size, info.offset)
+                self._staged += info.offset
+            self._set_gauges()
+
+    def refresh(self, upload_id: str) -> None:
+        """``track`` the upload as the store has it now (after a write that failed)."""
+        try:
+            info = self.store.get_info(upload_id)
+        except StoreError:
+            self.untrack(upload_id)
+        else:
+            self.track(info)
+
+    def untrack(self, upload_id: str) -> None:
+        with self._ledger_lock:
+            _size, before = self._under_way.pop(upload_id, (None, 0))
+            self._staged -= before
+            self._set_gauges()
+
+    def received(self, upload_id: str, n: int) -> None:
+        """``n`` body bytes were written into the upload (any thread)."""
+        metrics.RECEIVED_BYTES.inc(n)
+        with self._ledger_lock:
+            entry = self._under_way.get(upload_id)
+            if entry is not None:
+                self._under_way[upload_id] = (entry[0], entry[1] + n)
+                self._staged += n
+                self._set_gauges()
+
+    def recount(self) -> None:
+        """Count the unfinished uploads again from the staging folder (another process,
+        such as a kernel with a ``FileStore``, may have changed it). Reads every
+        record: at start, or in a thread."""
+        infos = [i for i in self.store.list_uploads() if not i.is_complete]
+        with self._ledger_lock:
+            self._under_way = {i.id: (i.size, i.offset) for i in infos}
+            self._staged = sum(i.offset for i in infos)
+            self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        metrics.UPLOADS_IN_PROGRESS.set(len(self._under_way))
+        metrics.STAGED_BYTES.set(self._staged)
+
+    def _landing_failed(self, info: FileInfo, exc: StoreError) -> None:
+        """The store's report of a final move that failed (any thread)."""
+        kind = "refused" if isinstance(exc, LandingRefused) else "retry"
+        metrics.LANDING_FAILURES.labels(kind=kind).inc()
+
     # ------------------------------------------------------------------ outcomes
 
     def completed(self, info: FileInfo) -> None:
         self.log.info("upload %s complete: %s", info.id, self.describe(info))
+        self.untrack(info.id)
+        metrics.UPLOADS_FINISHED.inc()
         self._send_event("completed", info)
 
     def refused(self, info: FileInfo) -> None:
         """Report an upload whose landing was refused for good (its bytes are kept)."""
         self.log.warning("upload %s cannot land: %s", info.id, info.landing_error)
+        self.untrack(info.id)
         self._send_event("refused", info, reason=info.landing_error)
 
     def recover(self) -> None:
@@ -230,6 +304,9 @@ class UploadManager:
     def removed(self, info: FileInfo, action: str) -> None:
         """Report a removed upload (``terminated`` or ``expired``), on the event loop."""
         self.log.info("upload %s %s: %s", info.id, action, self.describe(info))
+        self.untrack(info.id)
+        counter = metrics.UPLOADS_EXPIRED if action == "expired" else metrics.UPLOADS_TERMINATED
+        counter.inc()
         self._send_event(action, info)
 
     def _send_event(self, action: str, info: FileInfo, reason: str | None = None) -> None:
