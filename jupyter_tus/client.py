@@ -64,6 +64,9 @@ MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 64 * MiB
 MIN_CHUNK_SIZE = 64 * 1024  # halving on 413 stops here: a proxy refusing 64 KiB is broken
 PIECE = 1 * MiB  # bodies are read from the file and sent in pieces of this size
+# Files up to this size go with their creation (creation-with-upload): one request
+# each. Bigger ones are created first, so a refusal (a taken name) costs no bytes.
+SMALL_FILE = 1 * MiB
 MIN_PART = 8 * MiB  # a file is split into partial uploads only if each part gets this much
 FIRST_DELAY = 0.5  # seconds before the first retry; doubles up to MAX_DELAY
 MAX_DELAY = 30.0
@@ -1274,8 +1277,8 @@ class _SingleUpload(_Transfer):
         return url, head, _int_header(head, "Upload-Offset") or 0
 
     def create_once(self, fd: int) -> tuple[str, httpx.Response, int]:
-        """One creation attempt (with the bytes when they fit one chunk and the server
-        has creation-with-upload); _Retry when it may pass."""
+        """One creation attempt (with the bytes of a small file when the server has
+        creation-with-upload); _Retry when it may pass."""
         run, job = self.run, self.job
         entry = run.state.get(self.fp) or {}
         if entry.get("url"):  # made by an earlier attempt whose body failed
@@ -1284,7 +1287,7 @@ class _SingleUpload(_Transfer):
             if head is not None:
                 return url, head, _int_header(head, "Upload-Offset") or 0
         n = job.size
-        with_body = 0 < n <= run.limits.chunk_size and (
+        with_body = 0 < n <= min(run.limits.chunk_size, SMALL_FILE) and (
             "creation-with-upload" in run.limits.extensions
         )
         headers = {
