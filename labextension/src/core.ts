@@ -261,15 +261,39 @@ export function retryDelay(
   return Math.min(cap, base * 2 ** (n - delays.length + 1));
 }
 
-/** Next chunk size after a 413 on a body of `body` bytes, or null when it cannot go smaller. */
-export function halveChunk(body: number, min: number): number | null {
-  if (!Number.isFinite(body)) {
-    return 4 * MiB;
-  }
+/**
+ * The body limit most proxies have: nginx's default `client_max_body_size` (1m), which
+ * ingress-nginx's `proxy-body-size` and most hub deployments keep.
+ */
+export const COMMON_PROXY_LIMIT = MiB;
+
+/**
+ * Next chunk size after a proxy's 413 on a body of `body` bytes, or null when it cannot
+ * go smaller than `min`. A body over 1 MiB goes straight to 1 MiB (the common limit: one
+ * refused request behind nginx's defaults, not three); smaller ones are halved.
+ */
+export function chunkAfter413(body: number, min: number): number | null {
   if (body <= min) {
     return null;
   }
-  return Math.max(min, Math.floor(body / 2));
+  const next = body > COMMON_PROXY_LIMIT ? COMMON_PROXY_LIMIT : Math.floor(body / 2);
+  return Math.max(min, next);
+}
+
+/**
+ * The largest request body the server accepts, from its answer's headers (`get` looks a
+ * header up by name): `Jupyter-Tus-Max-Chunk-Size: <bytes>`, else the IETF draft's
+ * `Upload-Limit: max-append-size=<bytes>`; null when it sets none (see docs/protocol.md).
+ */
+export function serverChunkLimit(get: (name: string) => string | null | undefined): number | null {
+  const own = Number(get('Jupyter-Tus-Max-Chunk-Size') ?? NaN);
+  if (Number.isInteger(own) && own > 0) {
+    return own;
+  }
+  const dict = get('Upload-Limit') ?? '';
+  const m = /(?:^|,)\s*max-append-size\s*=\s*(\d+)\s*(?:;|,|$)/.exec(dict);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isInteger(n) && n > 0 ? n : null;
 }
 
 /** Bytes a PATCH at `offset` carries: a chunk, or what is left of the file. */

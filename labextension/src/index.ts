@@ -32,7 +32,7 @@ import {
 import { HandleRegistry, IFileHandle, handlesSupported } from './handles';
 import { UploadPanel } from './panel';
 import { IServerUpload, folderOf, progressSummary } from './serverlist';
-import { TusUploader, UploadItem, probeEndpoint } from './uploader';
+import { EndpointCheck, TusUploader, UploadItem, probeEndpoint } from './uploader';
 
 const PLUGIN_ID = 'jupyter-tus:plugin';
 
@@ -119,7 +119,8 @@ async function setUp(
   }
 
   // Without the server extension, leave the stock upload alone.
-  const missing = await checkServer(endpoint, headers());
+  const check = await probeEndpoint(endpoint, headers());
+  const missing = whyUnusable(endpoint, check);
   if (missing) {
     console.warn(
       `jupyter-tus: keeping JupyterLab's stock upload: ${missing}. ` +
@@ -159,6 +160,9 @@ async function setUp(
       }
     }
   });
+
+  // The server's chunk limit (max_chunk_size), before the first upload sends a body.
+  uploader.limitChunks(check.ok ? check.maxChunkSize : null);
 
   // Handles of files the user dropped or picked, until their upload starts.
   const handles = new HandleRegistry();
@@ -243,9 +247,8 @@ async function setUp(
   app.commands.notifyCommandChanged(UPLOAD_FOLDER);
 }
 
-/** Why the tus endpoint cannot be used, or '' when it answers like a tus server. */
-async function checkServer(endpoint: string, headers: Record<string, string>): Promise<string> {
-  const check = await probeEndpoint(endpoint, headers);
+/** Why the tus endpoint cannot be used, or '' when it answered like a tus server. */
+function whyUnusable(endpoint: string, check: EndpointCheck): string {
   if (check.ok) {
     return '';
   }

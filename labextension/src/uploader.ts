@@ -40,13 +40,14 @@ import {
   formatBytes,
   formatPercent,
   fractionOf,
-  halveChunk,
+  chunkAfter413,
   joinPath,
   parseFingerprint,
   parseLandedPath,
   retryDelay,
   retryReason,
   serverMessage,
+  serverChunkLimit,
   shouldRetry
 } from './core';
 import { IFileHandle, deleteHandle, fileFromHandle, getHandle, putHandle } from './handles';
@@ -350,6 +351,20 @@ export class TusUploader {
 
   get endpoint(): string {
     return this._options.endpoint;
+  }
+
+  /**
+   * The largest request body the server accepts (its `Jupyter-Tus-Max-Chunk-Size`, read
+   * from the endpoint probe and from every answer), or null when it sets none: chunks are
+   * never larger, so no body is sent only to be refused.
+   */
+  get serverChunkLimit(): number | null {
+    return this._serverLimit;
+  }
+
+  /** Note the server's chunk limit (from `probeEndpoint`'s answer; null: none). */
+  limitChunks(bytes: number | null): void {
+    this._serverLimit = bytes !== null && bytes > 0 ? bytes : null;
   }
 
   /** The chunk size a proxy's 413 taught this uploader, or any other front end or tab
@@ -760,7 +775,11 @@ export class TusUploader {
     const file = item.file!;
     const endpoint = this.endpoint;
     const folder = item.folder;
-    const chunkSize = Math.min(settings.chunkSize, this.learnedChunkSize ?? Infinity);
+    const chunkSize = Math.min(
+      settings.chunkSize,
+      this.learnedChunkSize ?? Infinity,
+      this._serverLimit ?? Infinity
+    );
     // The parts of a parallel upload get these callbacks too, with offsets of their own:
     // only the whole upload's progress (onProgress) counts then.
     const single = settings.parallelUploads <= 1;
@@ -832,6 +851,15 @@ export class TusUploader {
           }
         }
         item.landedPath = parseLandedPath(res.getHeader(LANDED_PATH_HEADER)) ?? item.landedPath;
+        // Every answer says the server's chunk limit: the next chunk keeps to it.
+        const limit = fromTus ? serverChunkLimit(name => res.getHeader(name)) : null;
+        if (limit !== null) {
+          this._serverLimit = limit;
+          const upload = item.upload;
+          if (single && upload && (upload.options.chunkSize ?? Infinity) > limit) {
+            upload.options.chunkSize = limit;
+          }
+        }
         if (status >= 200 && status < 300 && item.state === 'retrying') {
           item.state = 'uploading'; // the server answers again
           item.retryReason = '';
@@ -947,14 +975,15 @@ export class TusUploader {
     }
   }
 
-  /** After a 413: halve the body that was refused (not the configured chunk size). */
+  /** After a proxy's 413: a smaller chunk than the body that was refused (not than the
+   * configured chunk size; see `chunkAfter413`). */
   private _shrinkChunks(item: UploadItem, request?: HttpRequest): boolean {
     const upload = item.upload!;
     const settings = this._options.settings();
     const current = upload.options.chunkSize ?? Infinity;
     const offset = Number(request?.getHeader('Upload-Offset') ?? item.sent);
     const refused = bodySize(current, Number.isFinite(offset) ? offset : 0, item.size);
-    const next = halveChunk(refused, settings.minChunkSize);
+    const next = chunkAfter413(refused, settings.minChunkSize);
     if (next === null) {
       return false;
     }
@@ -1419,6 +1448,7 @@ export class TusUploader {
   private _changed = new Signal<this, UploadItem | null>(this);
   private _warned413 = false;
   private _learnedChunk: number | null = null;
+  private _serverLimit: number | null = null;
   private _chunkMemory: IChunkMemory;
   private _tabs: ITabs | null;
   private _channel: IChannel | null = null;
@@ -1444,7 +1474,7 @@ function withCredentials(req: HttpRequest): void {
 
 /** How the creation endpoint answered an OPTIONS request. */
 export type EndpointCheck =
-  | { ok: true }
+  | { ok: true; maxChunkSize: number | null }
   | { ok: false; status: number; reason: 'not-tus' | 'refused' }
   | { ok: false; status: 0; reason: 'unreachable'; error: string };
 
@@ -1464,7 +1494,7 @@ export async function probeEndpoint(
     return { ok: false, status: 0, reason: 'unreachable', error: String(err) };
   }
   if (response.headers.get('Tus-Version')) {
-    return { ok: true };
+    return { ok: true, maxChunkSize: serverChunkLimit(name => response.headers.get(name)) };
   }
   if (response.status === 401 || response.status === 403) {
     return { ok: false, status: response.status, reason: 'refused' };

@@ -79,14 +79,17 @@ function endpointFor(model: Model, config: Record<string, any>): string {
 
 /** Why uploads are not possible, in plain words, or null when the endpoint is a tus one. */
 async function unavailable(
-  endpoint: string,
+  uploader: TusUploader,
   headers: Record<string, string>
 ): Promise<string | null> {
+  const endpoint = uploader.endpoint;
   const hint =
     'is the jupyter-tus server extension installed and enabled on the Jupyter server ' +
     '(jupyter server extension list)?';
   const check = await probeEndpoint(endpoint, headers);
   if (check.ok) {
+    // The server's chunk limit (max_chunk_size), before the first upload sends a body.
+    uploader.limitChunks(check.maxChunkSize);
     return null;
   }
   if (check.reason === 'unreachable') {
@@ -334,7 +337,7 @@ function render({ model, el }: RenderProps): () => void {
   rows = new Rows(list, uploader, model);
 
   root.dataset.ready = 'checking';
-  const available: Promise<boolean> = unavailable(endpoint, headers()).then(problem => {
+  const available: Promise<boolean> = unavailable(uploader, headers()).then(problem => {
     if (problem) {
       message.textContent = problem;
       drop.style.display = 'none';

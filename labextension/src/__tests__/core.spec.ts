@@ -14,7 +14,9 @@ import {
   formatDuration,
   formatPercent,
   getCookie,
-  halveChunk,
+  chunkAfter413,
+  COMMON_PROXY_LIMIT,
+  serverChunkLimit,
   joinPath,
   normalizeFolder,
   normalizeSettings,
@@ -151,18 +153,29 @@ describe('failures', () => {
     expect(retryDelay(2, [0, 500])).toBe(2000);
     expect(retryDelay(0, [90_000])).toBe(MAX_RETRY_DELAY);
   });
-  it('halves the refused body down to a floor after a 413', () => {
+  it('goes to the common proxy limit after a 413, then halves down to a floor', () => {
     let c: number | null = 8 * MiB;
     const seen: number[] = [];
     while (c !== null) {
       seen.push(c);
-      c = halveChunk(c, 1 * MiB);
+      c = chunkAfter413(c, 256 * 1024);
     }
-    expect(seen).toEqual([8 * MiB, 4 * MiB, 2 * MiB, 1 * MiB]);
-    expect(halveChunk(Infinity, MiB)).toBe(4 * MiB);
-    expect(halveChunk(3 * MiB, 2 * MiB)).toBe(2 * MiB);
-    // A 3 MiB file sent with 8 MiB chunks: the body was 3 MiB, so the next is 1.5 MiB.
-    expect(halveChunk(bodySize(8 * MiB, 0, 3 * MiB), 64 * 1024)).toBe(1.5 * MiB);
+    // One refused request behind nginx's default 1 MiB limit, not three.
+    expect(seen).toEqual([8 * MiB, COMMON_PROXY_LIMIT, MiB / 2, 256 * 1024]);
+    expect(chunkAfter413(3 * MiB, 2 * MiB)).toBe(2 * MiB);
+    expect(chunkAfter413(MiB, MiB)).toBeNull();
+    // A 700 KiB file sent whole: the body was 700 KiB, so the next is 350 KiB.
+    expect(chunkAfter413(bodySize(8 * MiB, 0, 700 * 1024), 64 * 1024)).toBe(350 * 1024);
+  });
+  it("reads the server's chunk limit from its headers", () => {
+    const from = (h: Record<string, string>) => (name: string) => h[name] ?? null;
+    expect(serverChunkLimit(from({}))).toBeNull();
+    expect(serverChunkLimit(from({ 'Jupyter-Tus-Max-Chunk-Size': '1048576' }))).toBe(MiB);
+    expect(serverChunkLimit(from({ 'Upload-Limit': 'max-size=5000, max-append-size=2048' }))).toBe(
+      2048
+    );
+    expect(serverChunkLimit(from({ 'Upload-Limit': 'max-size=5000' }))).toBeNull();
+    expect(serverChunkLimit(from({ 'Jupyter-Tus-Max-Chunk-Size': 'lots' }))).toBeNull();
     expect(bodySize(8 * MiB, 10 * MiB, 12 * MiB)).toBe(2 * MiB);
   });
   it('says why in plain words', () => {

@@ -121,7 +121,7 @@ class FakeRequest implements HttpRequest {
     if (b) {
       this._progress?.(b.size);
     }
-    const res = answer ? this._server.respond(answer) : this._server.handle(this, b);
+    const res = answer ? this._server.respond(answer) : this._server.limited(this, b);
     seen.status = res.getStatus();
     return res;
   }
@@ -154,6 +154,8 @@ export class FakeTusServer implements HttpStack {
   rules: ((req: ISeenRequest) => Answer | undefined)[] = [];
   /** Milliseconds each answer takes. */
   latency = 10;
+  /** The server's `max_chunk_size`: said on every answer, larger bodies refused (413). */
+  maxChunkSize: number | null = null;
   private _nextId = 1;
 
   createRequest(method: string, url: string): HttpRequest {
@@ -180,6 +182,32 @@ export class FakeTusServer implements HttpStack {
   /** A scripted answer as an HttpResponse. */
   respond(answer: Exclude<Answer, string>): HttpResponse {
     return new FakeResponse(answer.status, answer.headers ?? {}, answer.body ?? '');
+  }
+
+  /** `handle`, under `maxChunkSize` when set (as jupyter-tus answers). */
+  limited(req: HttpRequest, body: IBody | null): HttpResponse {
+    if (this.maxChunkSize === null) {
+      return this.handle(req, body);
+    }
+    const limit = { 'Jupyter-Tus-Max-Chunk-Size': String(this.maxChunkSize) };
+    if (body && body.size > this.maxChunkSize) {
+      return new FakeResponse(413, { ...TUS, ...limit }, '{"message": "body too large"}');
+    }
+    const res = this.handle(req, body);
+    const headers: Record<string, string> = { ...limit };
+    for (const name of [
+      'Tus-Resumable',
+      'Location',
+      'Upload-Offset',
+      'Upload-Length',
+      'Jupyter-Tus-Path'
+    ]) {
+      const v = res.getHeader(name);
+      if (v !== undefined) {
+        headers[name] = v;
+      }
+    }
+    return new FakeResponse(res.getStatus(), headers, res.getBody());
   }
 
   handle(req: HttpRequest, body: IBody | null): HttpResponse {

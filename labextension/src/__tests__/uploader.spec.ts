@@ -523,6 +523,29 @@ describe('behind a proxy with a body limit (413)', () => {
   });
 });
 
+describe("the server's chunk limit (max_chunk_size)", () => {
+  it('is obeyed from the probe on: no body is ever refused', async () => {
+    const h = harness({ chunkSize: 1024 * KiB });
+    h.server.maxChunkSize = 100_000;
+    h.uploader.limitChunks(100_000); // what probeEndpoint read from OPTIONS
+    const file = fakeFile('limited.bin', 250_000);
+    expect(await settle(h.uploader.upload(file, ''))).toBe(true);
+    expect(h.server.requests.filter(r => r.status === 413)).toHaveLength(0);
+    expect(Math.max(...h.server.requests.map(r => r.bodySize))).toBe(100_000);
+    expect(sameBytes(h.server.files.get('limited.bin'), file)).toBe(true);
+  });
+  it('is learned from the first answer when the probe did not say it', async () => {
+    const h = harness({ chunkSize: 1024 * KiB });
+    h.server.maxChunkSize = 100_000;
+    // Bigger than a chunk: the creation carries no body, its answer says the limit.
+    const file = fakeFile('learned.bin', 1500 * KiB);
+    expect(await settle(h.uploader.upload(file, ''))).toBe(true);
+    expect(h.server.requests.filter(r => r.status === 413)).toHaveLength(0);
+    expect(h.uploader.serverChunkLimit).toBe(100_000);
+    expect(sameBytes(h.server.files.get('learned.bin'), file)).toBe(true);
+  });
+});
+
 describe('pause, resume, cancel', () => {
   it('pause stops sending; resume goes on from the server offset', async () => {
     const h = harness();
