@@ -8,10 +8,12 @@ from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+from traitlets import Any, Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
+from traitlets.utils.importstring import import_item
 
 from .filestore import Durability, FileStore
 from .handlers import handlers
+from .hooks import Hooks
 from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
 from .store import StagingRefused
 from .workspace import Workspace
@@ -96,6 +98,51 @@ class TusApp(ExtensionApp):
         help="Repair what a crash left in the staging directory when the server starts.",
     )
 
+    pre_create = Any(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Called before an upload is created: pre_create(info, request_context),
+        a function (run in a worker thread) or an async function (run on the event
+        loop), or its import string. info is a jupyter_tus.FileInfo (size, metadata,
+        is_partial, is_final); request_context a jupyter_tus.hooks.RequestContext
+        (username, remote_ip, headers without credentials, method). Raise
+        jupyter_tus.hooks.HookRefused(status, message) to refuse; change info.metadata
+        (or return a new dict) to change the destination or the metadata, which are
+        then checked as usual. Any other error answers 500 and is logged.""",
+    )
+    post_finish = Any(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Called after an upload finished and its file landed: post_finish(info),
+        info.path being where it is (absolute). A function (worker thread) or an async
+        function, or its import string. Runs in the background; an error is logged
+        and counted, never undoing the landing. Not called for partial uploads.""",
+    )
+    pre_terminate = Any(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Called before a DELETE removes an upload: pre_terminate(info,
+        request_context), as pre_create. Raise HookRefused(status, message) to keep
+        the upload. Not called when an upload expires.""",
+    )
+
+    @validate("pre_create", "post_finish", "pre_terminate")
+    def _valid_hook(self, proposal: dict) -> object:
+        value = proposal["value"]
+        if isinstance(value, str):
+            try:
+                value = import_item(value)
+            except Exception as exc:
+                raise TraitError(
+                    f"TusApp.{proposal['trait'].name}: cannot import {proposal['value']!r}: {exc}"
+                ) from exc
+        if value is not None and not callable(value):
+            raise TraitError(f"TusApp.{proposal['trait'].name} must be callable, got {value!r}")
+        return value
+
     _cleanup: PeriodicCallback | None = None
 
     @property
@@ -126,6 +173,7 @@ class TusApp(ExtensionApp):
             lock_wait=self.lock_wait,
             emit=lambda data: event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data),
             log=self.log,
+            hooks=Hooks(self.pre_create, self.post_finish, self.pre_terminate),
         )
         self.settings.update(jupyter_tus_manager=self.manager, jupyter_tus_config=self)
         try:

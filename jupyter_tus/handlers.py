@@ -32,6 +32,7 @@ from tornado.ioloop import IOLoop
 
 from . import cors, metrics, protocol
 from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadLock
+from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
 from .store import (
@@ -76,6 +77,7 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     LandingFailed: 503,
     UploadQuarantined: 503,
     StagingRefused: 503,
+    HookFailed: 500,
 }
 REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
 
@@ -109,10 +111,16 @@ UNLIMITED_BODY = 1 << 62
 BODY_CHUNK = 1024 * 1024
 
 
+# What a request may be refused with: named store errors, protocol violations, hooks.
+REFUSALS = (StoreError, ProtocolError, HookRefused)
+
+
 def to_http_error(exc: Exception) -> web.HTTPError:
     """The HTTPError that answers ``exc``, with a one-line reason."""
     if isinstance(exc, web.HTTPError):
         return exc
+    if isinstance(exc, HookRefused):  # an administrator's hook: its own status
+        return web.HTTPError(exc.status, exc.message, reason=REASONS.get(exc.status, exc.reason))
     if isinstance(exc, ProtocolError):
         status, message = exc.status, exc.message
     else:
@@ -130,7 +138,7 @@ def tus_errors(method: Any) -> Any:
     async def wrapper(self: TusHandler, *args: Any, **kwargs: Any) -> None:
         try:
             await method(self, *args, **kwargs)
-        except (StoreError, ProtocolError) as exc:
+        except REFUSALS as exc:
             self._error_code = type(exc).__name__
             raise to_http_error(exc) from exc
 
@@ -206,6 +214,22 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.set_header(name, value)
         super().write_error(status_code, **kwargs)
 
+    def request_context(self) -> RequestContext:
+        """Who asks, for the hooks: see ``hooks.RequestContext``."""
+        user = self.current_user
+        headers = {
+            name: value
+            for name, value in self.request.headers.items()
+            if name.lower() not in SECRET_HEADERS
+        }
+        return RequestContext(
+            username=getattr(user, "username", None) or str(user or ""),
+            remote_ip=self.request.remote_ip,
+            headers=headers,
+            method=self.request.method or "",
+            root_dir=self.manager.root_dir,
+        )
+
     def upload_url(self, upload_id: str) -> str:
         """A path-only Location: right behind any proxy and under any base_url."""
         return url_path_join(self.base_url, "api/tus/uploads", upload_id)
@@ -253,7 +277,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             if self.manager.unavailable:
                 raise web.HTTPError(503, self.manager.unavailable)
             await self.prepare_request()
-        except (web.HTTPError, ProtocolError, StoreError) as exc:
+        except (web.HTTPError, *REFUSALS) as exc:
             self._refuse(exc)
             if not self._drainable():
                 raise self._refusal from exc
@@ -584,8 +608,8 @@ class UploadsHandler(TusHandler):
             self._final_of = [self._id_from_url(url) for url in concat[1]]
         if self._has_body():
             self.check_body_size()  # before the upload exists: nothing to clean up
-        self._info = await self._run(
-            self.manager.create, size, metadata, partial=partial, final_of=self._final_of
+        self._info = await self.manager.create_upload(
+            size, metadata, self.request_context(), partial=partial, final_of=self._final_of
         )
         # From here on the upload exists: every answer, errors too, says where (and,
         # for an empty file that landed at once, where it landed).
@@ -760,7 +784,7 @@ class UploadHandler(TusHandler):
     @tus_errors
     async def delete(self, upload_id: str) -> None:
         self.raise_refusal()
-        self.manager.terminate(upload_id)
+        await self.manager.terminate_upload(upload_id, self.request_context())
         self.set_status(204)
         self.finish()
 

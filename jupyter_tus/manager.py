@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from . import destinations, metrics, summary
+from . import destinations, hooks, metrics, summary
 from .filestore import FileStore, UploadLock
+from .hooks import HookFailed, HookRefused, Hooks, RequestContext
 from .store import (
     FileInfo,
     LandingFailed,
@@ -47,8 +49,11 @@ class UploadManager:
         lock_wait: float = 20.0,
         emit: Callable[[dict], None] | None = None,
         log: logging.Logger | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.store = store
+        self.hooks = hooks or Hooks()
+        self._hook_tasks: set[asyncio.Task] = set()  # post_finish hooks running
         self.root_dir = os.path.realpath(root_dir)
         self.allow_hidden = allow_hidden
         self.lock_wait = lock_wait
@@ -67,6 +72,34 @@ class UploadManager:
         store.on_landing_failure = self._landing_failed
 
     # ------------------------------------------------------------------ creation
+
+    async def create_upload(
+        self,
+        size: int | None,
+        metadata: dict[str, str],
+        context: RequestContext,
+        *,
+        partial: bool = False,
+        final_of: list[str] | None = None,
+    ) -> FileInfo:
+        """A client's creation: the ``pre_create`` hook (which may refuse, or change the
+        metadata and so the destination), then ``create`` in a worker thread."""
+        loop = asyncio.get_running_loop()
+        if self.hooks.pre_create is not None:
+            if final_of is not None:
+                size = await loop.run_in_executor(None, self._final_size, final_of)
+            draft = FileInfo(
+                size=size,
+                metadata=dict(metadata),
+                is_partial=partial,
+                is_final=final_of is not None,
+                partial_uploads=list(final_of or []),
+            )
+            result = await self._run_hook("pre_create", draft, context)
+            metadata = hooks.new_metadata(draft, result)
+        return await loop.run_in_executor(
+            None, lambda: self.create(size, metadata, partial=partial, final_of=final_of)
+        )
 
     def create(
         self,
@@ -269,10 +302,41 @@ class UploadManager:
     # ------------------------------------------------------------------ outcomes
 
     def completed(self, info: FileInfo) -> None:
+        """Report a finished upload (on the event loop) and start its ``post_finish``
+        hook, unless it is a partial upload (a piece of a parallel upload)."""
         self.log.info("upload %s complete: %s", info.id, self.describe(info))
         self.untrack(info.id)
         metrics.UPLOADS_FINISHED.inc()
         self._send_event("completed", info)
+        if self.hooks.post_finish is not None and not info.is_partial:
+            task = asyncio.ensure_future(self._post_finish(info))
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
+
+    async def _post_finish(self, info: FileInfo) -> None:
+        # logged and counted by _run_hook; the file stays where it landed
+        with contextlib.suppress(HookFailed, HookRefused):
+            await self._run_hook("post_finish", info)
+
+    async def wait_hooks(self) -> None:
+        """Wait until the ``post_finish`` hooks started so far have ended."""
+        while self._hook_tasks:
+            await asyncio.wait(set(self._hook_tasks))
+
+    async def _run_hook(self, name: str, *args: Any) -> Any:
+        """Call hook ``name``; HookRefused passes, any other error is logged, counted
+        and raised as HookFailed (500: the server's configuration is at fault)."""
+        hook = getattr(self.hooks, name)
+        try:
+            return await hooks.call(hook, *args)
+        except HookRefused as exc:
+            if name == "post_finish":
+                self.log.warning("the post_finish hook cannot refuse (%s): ignored", exc.message)
+            raise
+        except Exception as exc:
+            metrics.HOOK_FAILURES.labels(hook=name).inc()
+            self.log.exception("jupyter-tus: the %s hook failed", name)
+            raise HookFailed(f"the server's {name} hook failed; its log says why") from exc
 
     def refused(self, info: FileInfo) -> None:
         """Report an upload whose landing was refused for good (its bytes are kept)."""
@@ -295,6 +359,13 @@ class UploadManager:
     def terminate(self, upload_id: str) -> None:
         """Remove an upload at its client's request (the caller holds its lock)."""
         self.removed(self._terminate(upload_id), "terminated")
+
+    async def terminate_upload(self, upload_id: str, context: RequestContext) -> None:
+        """A client's DELETE: the ``pre_terminate`` hook (which may refuse), then
+        ``terminate``. The caller holds the lock."""
+        if self.hooks.pre_terminate is not None:
+            await self._run_hook("pre_terminate", self.store.get_info(upload_id), context)
+        self.terminate(upload_id)
 
     def _terminate(self, upload_id: str) -> FileInfo:
         info = self.store.get_info(upload_id)
