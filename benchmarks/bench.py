@@ -490,6 +490,8 @@ class Bench:
                         ]
                         landed = [fu.result() for fu in futs]
                     checks = list(zip(landed, self.part_digests, strict=True))
+                elif mode == "cli":
+                    checks = [(self.cli(srv), self.digest)]
                 else:
                     p = target.upload(f, 0, self.size, "t.bin", BLOCK if mode == "8m" else None)
                     checks = [(p, self.digest)]
@@ -498,6 +500,27 @@ class Bench:
         except BaseException:
             srv.stop()
             raise
+
+    def cli(self, srv: Jupyter) -> Path:
+        """`jupyter tus upload` as a user runs it: a process of its own (startup, server
+        discovery by OPTIONS, its state file), default chunk size; timed as a whole."""
+        env = {**os.environ, "JUPYTER_DATA_DIR": str(self.work / "cli-data")}
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "jupyter-tus"),
+                "upload",
+                str(self.src),
+                "--server",
+                srv.jp.url,
+                "--token",
+                srv.jp.token,
+                "--quiet",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        return srv.dir / self.src.name
 
 
 def rows(b: Bench, work: Path) -> dict:
@@ -514,7 +537,10 @@ def rows(b: Bench, work: Path) -> dict:
         ("jupyter-tus never", lambda: Jupyter(work, never)),
         ("jupyter-tus complete", lambda: Jupyter(work, [])),
     ]:
-        for mode, what in [("one", "1 PATCH"), ("8m", "8 MiB PATCHes"), ("parallel", "4 parallel")]:
+        modes = [("one", "1 PATCH"), ("8m", "8 MiB PATCHes"), ("parallel", "4 parallel")]
+        if label.startswith("jupyter-tus"):
+            modes.append(("cli", "`jupyter tus upload`"))
+        for mode, what in modes:
             table[f"{label}: {what}"] = lambda mk=mk, mode=mode: b.tus(mk(), mode)
     return table
 
@@ -598,6 +624,18 @@ def markdown(results: list[dict], size: int, rounds: int, when: str) -> str:
             f"| {fmt(r.get('status_p50_ms'), '.1f')} / {fmt(r.get('status_p99_ms'), '.1f')} "
             f"| {'ok' if r['ok'] else 'FAIL'} |"
         )
+    cli_rows = [r for r in results if r["label"].endswith(": `jupyter tus upload`")]
+    if cli_rows:
+        lines.append("")
+    for r in cli_rows:
+        server = r["label"].split(":")[0]
+        one = by.get(f"{server}: 1 PATCH", {}).get("mibs")
+        m = r.get("mibs")
+        if m and one:
+            lines.append(
+                f"`jupyter tus upload` ({server}): {m / one:.2f} x the single PATCH to the "
+                "same server (medians; the command's process start included)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -627,7 +665,6 @@ def main() -> int:
     )
     args = ap.parse_args()
     size = parse_size(args.size)
-    ensure_peers()
     results_dir = HERE / "results"
     results_dir.mkdir(exist_ok=True)
     work = Path(args.work) if args.work else results_dir / "work"
@@ -645,6 +682,8 @@ def main() -> int:
     if args.only:
         keys = [k.strip() for k in args.only.split(",")]
         table = {k: v for k, v in table.items() if any(s in k for s in keys)}
+    if any(k.startswith(("@tus/server", "tuspyserver")) for k in table):
+        ensure_peers()  # only the peers' rows need them
     runs: dict[str, list[dict]] = {k: [] for k in table}
     order = list(table.items())
     for rnd in range(args.rounds):

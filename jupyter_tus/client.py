@@ -803,12 +803,13 @@ class Uploader:
                 f"{_message(response)}); pass --token, or set $JUPYTER_TOKEN or "
                 "$JUPYTERHUB_API_TOKEN"
             )
-        if response.status_code in (401, 403) or (
-            300 <= response.status_code < 400 and "login" in response.headers.get("Location", "")
-        ):
+        if response.status_code in (401, 403) or 300 <= response.status_code < 400:
+            # a tus endpoint never redirects: a login page or an OAuth dance (a hub)
+            where = response.headers.get("Location", "")[:80]
             raise AuthenticationFailed(
-                f"{self.server.url} asks for a login (HTTP {response.status_code}); pass "
-                "--token, or set $JUPYTER_TOKEN or $JUPYTERHUB_API_TOKEN"
+                f"{self.server.url} asks for a login (HTTP {response.status_code}"
+                f"{' to ' + where if where else ''}); pass --token, or set $JUPYTER_TOKEN "
+                "or $JUPYTERHUB_API_TOKEN"
             )
         if response.status_code != 204 or not _is_tus(response):
             raise NotTusServer(
