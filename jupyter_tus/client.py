@@ -454,13 +454,22 @@ def hasher(algorithm: str) -> Any:
     return hashlib.new(algorithm)
 
 
+def _pread(fd: int, n: int, pos: int) -> bytes:
+    """``os.pread`` where there is one; else (Windows) seek and read: each descriptor
+    is read by one thread only."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, pos)
+    os.lseek(fd, pos, os.SEEK_SET)
+    return os.read(fd, n)
+
+
 def _read_range(fd: int, start: int, length: int) -> Iterator[bytes]:
     """The file's bytes ``[start, start + length)`` in pieces of PIECE; raises
     OSError if the file got shorter meanwhile."""
     end = start + length
     pos = start
     while pos < end:
-        piece = os.pread(fd, min(PIECE, end - pos), pos)
+        piece = _pread(fd, min(PIECE, end - pos), pos)
         if not piece:
             raise OSError(f"the file ended at byte {pos}, before {end}: it changed meanwhile")
         pos += len(piece)

@@ -53,6 +53,7 @@ class Relay:
         self.active: collections.Counter[int] = collections.Counter()
         self.connections = 0
         self._hold_at: int | None = None
+        self._drop = False
         self.held = threading.Event()
         self._released = threading.Event()
         self._cut_at: int | None = None
@@ -74,7 +75,10 @@ class Relay:
         self._released.clear()
         self._hold_at = n
 
-    def release(self) -> None:
+    def release(self, drop: bool = False) -> None:
+        """Let the held bytes go on to the server, or (``drop``) cut the connections
+        that were held instead, losing whatever the client had sent meanwhile."""
+        self._drop = drop
         self._hold_at = None
         self._released.set()
 
@@ -128,6 +132,8 @@ class Relay:
                     if size <= 0:
                         self.held.set()
                         self._released.wait()
+                        if self._drop:
+                            break
                         continue
                 n = src.recv_into(view[:size])
                 if not n:
@@ -705,3 +711,62 @@ def test_parse_size():
     assert cli.parse_size("65536") == 65536
     with pytest.raises(Exception, match="not a size"):
         cli.parse_size("lots")
+
+
+def held_then_killed(
+    relay: Relay, args: list[str], env: dict, hold: int, drop: bool = False
+) -> None:
+    """Run the command through the relay, SIGKILL it once ``hold`` bytes went (and,
+    with ``drop``, lose what it had sent beyond them), and wait until the server has
+    read all it will get."""
+    epoch = relay.new_epoch()
+    relay.hold_at(hold)
+    proc = subprocess.Popen(
+        command(*args, "--server", relay.url), env=env, stdout=subprocess.DEVNULL
+    )
+    wait_until(lambda: relay.held.is_set() or proc.poll() is not None, TIMEOUT, "the hold")
+    assert proc.poll() is None
+    proc.kill()
+    proc.wait()
+    relay.release(drop)
+    wait_until(lambda: relay.active[epoch] == 0, TIMEOUT, "the connections to close")
+
+
+def test_a_creation_killed_mid_body_is_found_again(server, env, tmp_path):
+    """A small file goes with its creation (one POST with the bytes): killed half way
+    through that POST, the command never saw the upload's URL. Run again, it finds
+    the upload in the server's listing and sends only the rest, to the same upload."""
+    size = 900 * 1024
+    digest = write_random(tmp_path / "small.bin", size, 19)
+    args = ["upload", str(tmp_path / "small.bin"), "--to", "adopt", "--token", server.token]
+    with Relay(server.port) as relay:
+        held_then_killed(relay, args, env, 500 * 1024, drop=True)
+        (left,) = [u for u in listing(server) if u["destination"] == "adopt/small.bin"]
+        assert left["state"] == "uploading" and 0 < left["offset"] < size
+        epoch = relay.new_epoch()
+        r = run(command(*args, "--server", relay.url, "--json"), env)
+        assert r.returncode == 0, r.stderr
+        assert relay.sent[epoch] <= size - left["offset"] + 64 * 1024
+    (landed,) = json_lines(r.stdout)
+    assert landed["id"] == left["id"]
+    assert file_sha256(server.root_dir / "adopt" / "small.bin") == digest
+
+
+def test_a_source_changed_since_an_interrupted_run_starts_afresh(server, env, tmp_path):
+    """The file changed (size, mtime) after a run was killed: the old upload cannot be
+    finished with these bytes, so a new one is made and the old one cancelled."""
+    src = tmp_path / "grow.bin"
+    write_random(src, 12 * MiB, 20)
+    args = ["upload", str(src), "--to", "changed", "--token", server.token, "--chunk-size", "4M"]
+    with Relay(server.port) as relay:
+        held_then_killed(relay, args, env, 5 * MiB)
+        (old,) = [u for u in listing(server) if u["destination"] == "changed/grow.bin"]
+        with open(src, "ab") as f:
+            f.write(b"more data")
+        digest = file_sha256(src)
+        r = run(command(*args, "--server", relay.url, "--json"), env)
+        assert r.returncode == 0, r.stderr
+    (landed,) = json_lines(r.stdout)
+    assert landed["id"] != old["id"] and landed["size"] == 12 * MiB + 9
+    assert file_sha256(server.root_dir / "changed" / "grow.bin") == digest
+    assert old["id"] not in {u["id"] for u in listing(server)}
