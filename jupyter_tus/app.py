@@ -15,6 +15,7 @@ from .filestore import Durability, FileStore
 from .handlers import handlers
 from .hooks import Hooks
 from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
+from .quotas import Quotas
 from .store import StagingRefused
 from .workspace import Workspace
 
@@ -50,6 +51,32 @@ class TusApp(ExtensionApp):
         sending, from 'Upload-Limit: max-append-size=N' and 'Jupyter-Tus-Max-Chunk-Size:
         N' on every answer. A body announced over it gets 413 before a byte is stored;
         a chunked body that grows past it keeps its first N bytes, then gets 413.""",
+    )
+    max_staged_size = Int(
+        0,
+        config=True,
+        help="""Bytes all unfinished uploads in the staging folder may take together,
+        each counted by its declared length (a deferred length by the bytes received
+        so far); 0: no limit. A creation (or the declaration of a deferred length)
+        that would go over it is refused before any byte is sent: 507, or 413 when
+        the upload alone is larger. Never in the middle of a PATCH.""",
+    )
+    quota = Int(
+        0,
+        config=True,
+        help="""Bytes the workspace (root_dir, on its own filesystem, without the staging
+        folder) may hold once every upload under way has landed; 0: no quota. A
+        creation that would go over it gets 507 (413 when the upload alone is larger),
+        with the numbers; so does one whose destination's filesystem lacks the free
+        space for it and for what the uploads under way still have to write there.
+        Never in the middle of a PATCH.""",
+    )
+    quota_rescan = Float(
+        60.0,
+        config=True,
+        help="""Seconds a measurement of the workspace's size (a walk of root_dir, for
+        'quota') is reused; files landed by uploads meanwhile are added to it, files
+        changed by other means are seen at the next walk.""",
     )
     expiration = Float(
         7 * 24 * 3600.0,
@@ -174,6 +201,13 @@ class TusApp(ExtensionApp):
             emit=lambda data: event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data),
             log=self.log,
             hooks=Hooks(self.pre_create, self.post_finish, self.pre_terminate),
+            quotas=Quotas(
+                store,
+                root_dir,
+                max_staged_size=self.max_staged_size,
+                quota=self.quota,
+                rescan=self.quota_rescan,
+            ),
         )
         self.settings.update(jupyter_tus_manager=self.manager, jupyter_tus_config=self)
         try:

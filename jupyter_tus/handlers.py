@@ -35,6 +35,7 @@ from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadL
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
+from .quotas import QuotaExceeded, StagingFull
 from .store import (
     ChecksumMismatch,
     DestinationExists,
@@ -78,6 +79,8 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     UploadQuarantined: 503,
     StagingRefused: 503,
     HookFailed: 500,
+    StagingFull: 507,
+    QuotaExceeded: 507,
 }
 REASONS = {423: "Locked", 460: "Checksum Mismatch", 507: "Insufficient Storage"}
 
@@ -742,6 +745,8 @@ class UploadHandler(TusHandler):
                 # Declared when the write commits: a PATCH refused or cut short
                 # declares nothing. Refused now if it cannot be declared at all.
                 self.check_length(size, offset)
+                if self.manager.quotas.enabled:
+                    await self._run(self.manager.check_length, info, size)
                 info, declares = dataclasses.replace(info, size=size), size
             elif size != info.size:
                 raise protocol.InvalidHeader(

@@ -20,6 +20,7 @@ from typing import Any
 from . import destinations, hooks, metrics, summary
 from .filestore import FileStore, UploadLock
 from .hooks import HookFailed, HookRefused, Hooks, RequestContext
+from .quotas import Quotas
 from .store import (
     FileInfo,
     LandingFailed,
@@ -50,9 +51,13 @@ class UploadManager:
         emit: Callable[[dict], None] | None = None,
         log: logging.Logger | None = None,
         hooks: Hooks | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.store = store
         self.hooks = hooks or Hooks()
+        self.quotas = quotas or Quotas(store, root_dir)
+        # Held across a quota check and the creation it admits (worker threads).
+        self._admission = threading.Lock()
         self._hook_tasks: set[asyncio.Task] = set()  # post_finish hooks running
         self.root_dir = os.path.realpath(root_dir)
         self.allow_hidden = allow_hidden
@@ -126,12 +131,26 @@ class UploadManager:
         )
         if final_of is not None:
             info.size = self._final_size(final_of)
-        upload_id = self.store.new_upload(info)
+        with self._admission if self.quotas.enabled else contextlib.nullcontext():
+            self.quotas.check(
+                info.size,
+                info.path,
+                overwrite=info.overwrite,
+                staged=final_of is None,
+            )
+            upload_id = self.store.new_upload(info)
         self.log.info("upload %s created: %s", upload_id, self.describe(info))
         metrics.UPLOADS_CREATED.inc()
         info = self.store.get_info(upload_id)
         self.track(info)
         return info
+
+    def check_length(self, info: FileInfo, size: int) -> None:
+        """Refuse a deferred length declared now (before the PATCH's body) if it does
+        not fit the quotas, as its creation would have been. Reads every record: in a
+        worker thread."""
+        with self._admission:
+            self.quotas.check(size, info.path, upload_id=info.id, overwrite=info.overwrite)
 
     def _final_size(self, partial_ids: list[str]) -> int:
         total = 0
@@ -306,6 +325,7 @@ class UploadManager:
         hook, unless it is a partial upload (a piece of a parallel upload)."""
         self.log.info("upload %s complete: %s", info.id, self.describe(info))
         self.untrack(info.id)
+        self.quotas.landed(info)
         metrics.UPLOADS_FINISHED.inc()
         self._send_event("completed", info)
         if self.hooks.post_finish is not None and not info.is_partial:
