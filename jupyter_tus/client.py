@@ -537,7 +537,7 @@ class TqdmProgress(Progress):
         files = len(jobs)
         self.total = self._tqdm(
             total=sum(j.size for j in jobs),
-            unit="B",
+            unit="iB",
             unit_scale=True,
             unit_divisor=1024,
             desc=f"total ({files} file{'s' if files != 1 else ''})",
@@ -554,7 +554,7 @@ class TqdmProgress(Progress):
             bar = self._tqdm(
                 total=total,
                 initial=done,
-                unit="B",
+                unit="iB",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=name if len(name) <= 30 else name[:27] + "...",

@@ -770,3 +770,56 @@ def test_a_source_changed_since_an_interrupted_run_starts_afresh(server, env, tm
     assert landed["id"] != old["id"] and landed["size"] == 12 * MiB + 9
     assert file_sha256(server.root_dir / "changed" / "grow.bin") == digest
     assert old["id"] not in {u["id"] for u in listing(server)}
+
+
+def test_a_server_with_max_chunk_size(tmp_path, env):
+    """A real server with ``c.TusApp.max_chunk_size`` (advertised on OPTIONS, POST and
+    HEAD): every body stays within it from the first request on, none is refused."""
+    from jupyter_tus.app import TusApp
+
+    if "max_chunk_size" not in TusApp.class_traits():
+        pytest.skip("this server has no max_chunk_size")
+    root = tmp_path / "root"
+    root.mkdir()
+    digest = write_random(tmp_path / "m.bin", 3 * MiB + 5, 21)
+    with JupyterProcess(root, args=["--TusApp.max_chunk_size=1048576"]) as limited:
+        with BodyLimitProxy(limited.port) as proxy:
+            args = ["upload", str(tmp_path / "m.bin"), "--server", proxy.url]
+            r = run(command(*args, "--token", limited.token), env)
+            assert r.returncode == 0, r.stderr
+        assert max(length for _, length in proxy.bodies) <= MiB
+        assert file_sha256(root / "m.bin") == digest
+
+
+def test_bars_on_a_terminal(server, env, tmp_path):
+    """stderr a terminal: tqdm bars, one per file and a total, with MiB/s; stdout
+    (a pipe here) still gets one line per landed file."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    write_random(tmp_path / "t" / "one.bin", 3 * MiB, 22)
+    write_random(tmp_path / "t" / "two.bin", 2 * MiB, 23)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    args = ["upload", str(tmp_path / "t"), "--to", "tty", "--chunk-size", "1M"]
+    proc = subprocess.Popen(
+        command(*args, "--server", server.url, "--token", server.token),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(leader, 65536):
+            seen += chunk
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    os.close(leader)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "total (2 files)" in text and "MiB/s" in text
+    assert "one.bin" in text and "two.bin" in text
+    assert "-> tty/t/one.bin" in out and "-> tty/t/two.bin" in out
