@@ -867,7 +867,7 @@ class Uploader:
                     result = future.result()
                 except Cancelled:
                     continue
-                except (TusClientError, OSError, ValueError) as exc:
+                except (TusClientError, OSError, ValueError, httpx.HTTPError) as exc:
                     failures.append((str(job.source), exc))
                     self.progress.failed(str(job.source), exc)
                     continue
@@ -1367,7 +1367,7 @@ class _SplitUpload(_Transfer):
         ) as pool:
             futures = [pool.submit(self.send_part, i) for i in range(count)]
             errors: list[BaseException] = []
-            for future in futures:
+            for future in concurrent.futures.as_completed(futures):
                 try:
                     future.result()
                 except BaseException as exc:
