@@ -160,12 +160,15 @@ class Relay:
 class BodyLimitProxy:
     """An HTTP proxy (one request per connection: it adds ``Connection: close``) that
     answers 413 with an HTML page, after reading the body as nginx does, to any request
-    whose body is over ``limit`` bytes, and can add ``inject`` (header lines) to every
-    answer. ``bodies``: (method, Content-Length) of every request; ``refused``: how
-    many got 413."""
+    whose body is over ``limit`` bytes, 502 to the first ``fail_patches`` PATCHes, and
+    can add ``inject`` (header lines) to every answer. ``bodies``: (method,
+    Content-Length) of every request; ``refused``: how many got 413."""
 
-    def __init__(self, target: int, limit: int | None = None, inject: str = "") -> None:
+    def __init__(
+        self, target: int, limit: int | None = None, inject: str = "", fail_patches: int = 0
+    ) -> None:
         self.target = target
+        self.fail_patches = fail_patches  # the first n PATCHes get a proxy's 502
         self.limit = limit
         self.inject = inject.encode()
         self.bodies: list[tuple[str, int]] = []
@@ -207,18 +210,25 @@ class BodyLimitProxy:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value.strip())
-            self.bodies.append((lines[0].split()[0].decode(), length))
-            if self.limit is not None and length > self.limit:
+            method = lines[0].split()[0].decode()
+            self.bodies.append((method, length))
+            failing = method == "PATCH" and self.fail_patches > 0
+            if failing:
+                self.fail_patches -= 1
+            if failing or (self.limit is not None and length > self.limit):
                 left = length - len(rest)
                 while left > 0:
                     got = conn.recv(min(BLOCK, left))
                     if not got:
                         break
                     left -= len(got)
-                self.refused += 1
-                page = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+                status = b"502 Bad Gateway" if failing else b"413 Request Entity Too Large"
+                self.refused += not failing
+                page = b"<html><body><h1>" + status + b"</h1></body></html>"
                 conn.sendall(
-                    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/html\r\n"
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: text/html\r\n"
                     + f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n".encode()
                     + page
                 )
@@ -823,3 +833,24 @@ def test_bars_on_a_terminal(server, env, tmp_path):
     assert "total (2 files)" in text and "MiB/s" in text
     assert "one.bin" in text and "two.bin" in text
     assert "-> tty/t/one.bin" in out and "-> tty/t/two.bin" in out
+
+
+def test_a_failing_gateway_is_retried(server, env, tmp_path):
+    """Three PATCHes in a row answered 502 by a proxy (no tus server behind the
+    answer): backed off and retried, the run lands the file."""
+    digest = write_random(tmp_path / "g.bin", 6 * MiB, 24)
+    with BodyLimitProxy(server.port, fail_patches=3) as proxy:
+        r = upload(
+            server,
+            env,
+            str(tmp_path / "g.bin"),
+            "--to",
+            "gateway",
+            "--chunk-size",
+            "2M",
+            url=proxy.url,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "502" in r.stderr and "retrying" in r.stderr
+        assert proxy.fail_patches == 0
+    assert file_sha256(server.root_dir / "gateway" / "g.bin") == digest

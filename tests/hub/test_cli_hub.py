@@ -15,7 +15,7 @@ import requests
 
 from ..servers import BIN, wait_until
 from ..test_cli import BodyLimitProxy, Relay, file_sha256, json_lines, write_random
-from .conftest import USER, Hub
+from .conftest import MAX_SIZE, USER, Hub
 
 MiB = 1024 * 1024
 TIMEOUT = 120
@@ -119,6 +119,11 @@ def test_wrong_token_and_taken_name_through_the_hub(hub: Hub, env, tmp_path) -> 
     r = tus(none, "upload", str(tmp_path / "t.bin"), "--server", hub.user_url)
     assert r.returncode == 1
     assert "refused the token" in r.stderr or "asks for a login" in r.stderr, r.stderr
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_SIZE + 1)  # sparse: refused before a byte goes
+    r = tus(env, "upload", str(huge), "--server", hub.user_url)
+    assert r.returncode == 1 and "more than the server takes" in r.stderr, r.stderr
     (hub.home / "taken").mkdir(exist_ok=True)
     (hub.home / "taken" / "t.bin").write_bytes(b"mine")
     r = tus(env, "upload", str(tmp_path / "t.bin"), "--server", hub.user_url, "--to", "taken")
