@@ -79,6 +79,27 @@ interface IRowView {
   landed: string | null;
 }
 
+/**
+ * A drop of more files than this shows its total and only the files that are sending or
+ * need the user (retrying, paused, failed): not a row for each file waiting its turn or
+ * done, which would cost the page more than their uploads (hundreds of rows to lay out).
+ */
+const MANY_FILES = 20;
+const QUIET_IN_A_BATCH: readonly string[] = ['queued', 'done', 'cancelled'];
+
+/** Everything `_updateRow` draws from a view, as one string. */
+function viewSignature(view: IRowView): string {
+  return JSON.stringify([
+    view.state,
+    view.name,
+    view.path,
+    view.fraction,
+    view.status,
+    view.tooltip,
+    [...view.buttons].sort()
+  ]);
+}
+
 export class UploadPanel extends Panel {
   constructor(options: IUploadPanelOptions) {
     super();
@@ -375,6 +396,14 @@ export class UploadPanel extends Panel {
         seen.add(batch);
         views.push(this._batchView(batch));
       }
+      if (
+        row.kind === 'local' &&
+        batch &&
+        batch.files > MANY_FILES &&
+        QUIET_IN_A_BATCH.includes(row.item.state)
+      ) {
+        continue; // counted in the batch's row
+      }
       views.push(this._view(row, now));
     }
     this.node.classList.toggle('jp-mod-empty', views.length === 0);
@@ -394,7 +423,13 @@ export class UploadPanel extends Panel {
       if (this._list.children[index] !== li) {
         this._list.insertBefore(li, this._list.children[index] ?? null);
       }
-      this._updateRow(li, view);
+      // A drop of hundreds of files changes a few rows per render: the others stay as
+      // they are (no DOM work for them).
+      const drawn = viewSignature(view);
+      if (this._drawn.get(li) !== drawn) {
+        this._drawn.set(li, drawn);
+        this._updateRow(li, view);
+      }
     });
     let removedFocus = false;
     for (const [key, li] of existing) {
@@ -622,6 +657,8 @@ export class UploadPanel extends Panel {
   private _heading: HTMLElement;
   private _timer: number | null = null;
   private _rendered = 0;
+  /** What each row shows now (`viewSignature`). */
+  private _drawn = new WeakMap<HTMLLIElement, string>();
   private _poll = 0;
   private _server: IServerUpload[] = [];
   private _fetching = false;

@@ -97,6 +97,10 @@ export function nameOf(u: IServerUpload): string {
 
 /** Whether the panel shows this upload at all (a piece of a parallel upload, or one
  * without a destination, is no file of the user's). */
+/** How many uploads finished elsewhere (another browser, the widget, a script) the
+ * panel shows, the latest first; unfinished ones are all shown. */
+export const MAX_FINISHED_ROWS = 10;
+
 export function isShown(u: IServerUpload): boolean {
   return u.state !== 'in the store' && !!u.destination;
 }
@@ -202,8 +206,18 @@ export function mergeRows<T extends ILocalUpload>(
     .map(item => ({ kind: 'local' as const, key: `local:${item.id}`, item }));
   const ids = new Set(local.map(i => i.uploadId).filter((id): id is string => !!id));
   const pending = local.filter(i => !i.uploadId && i.state !== 'done' && i.state !== 'cancelled');
+  // Every unfinished upload (it can be resumed here); of the finished ones from elsewhere
+  // only the latest few: a day of uploads (thousands of small files) is not a panel.
+  const finished = server
+    .filter(u => isFinished(u) && isShown(u) && !ids.has(u.id) && !dismissed.has(u.id))
+    .sort((a, b) => (b.last_activity ?? '').localeCompare(a.last_activity ?? ''))
+    .slice(0, MAX_FINISHED_ROWS);
+  const latest = new Set(finished.map(u => u.id));
   for (const upload of server) {
     if (!isShown(upload) || ids.has(upload.id) || dismissed.has(upload.id)) {
+      continue;
+    }
+    if (isFinished(upload) && !latest.has(upload.id)) {
       continue;
     }
     if (

@@ -7,6 +7,7 @@ import {
   announcement,
   doneAnnouncement,
   IServerUpload,
+  MAX_FINISHED_ROWS,
   folderOf,
   mergeRows,
   parseListing,
@@ -106,6 +107,23 @@ describe('mergeRows', () => {
       [upload({ id: 'd' }), upload({ id: 'b' }), upload({ id: 'e', state: 'done' })]
     );
     expect(rows.map(r => r.key)).toEqual(['local:3', 'local:2', 'local:1', 'server:d', 'server:e']);
+  });
+
+  it('shows every unfinished upload, but only the latest finished ones', () => {
+    const done = Array.from({ length: 30 }, (_, i) =>
+      upload({
+        id: `done${i}`,
+        state: 'done',
+        last_activity: new Date(NOW - i * 60_000).toISOString()
+      })
+    );
+    const open = Array.from({ length: 15 }, (_, i) => upload({ id: `open${i}` }));
+    const rows = mergeRows([], [...done.reverse(), ...open]);
+    const keys = rows.map(r => r.key);
+    expect(keys.filter(k => k.startsWith('server:open'))).toHaveLength(15);
+    expect(keys.filter(k => k.startsWith('server:done'))).toEqual(
+      Array.from({ length: MAX_FINISHED_ROWS }, (_, i) => `server:done${MAX_FINISHED_ROWS - 1 - i}`)
+    );
   });
 
   it('matches an upload whose URL is not known yet by destination and size', () => {
