@@ -40,6 +40,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -48,6 +49,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -74,6 +76,10 @@ DEFAULT_PATIENCE = 15 * 60.0  # seconds without a chunk landing before a run giv
 CLOCK_SLACK = 120.0  # seconds: the server's clock may differ from ours (listing times)
 CHECKSUM_RETRIES = 3  # consecutive 460 answers for one chunk before the file fails
 TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=120.0, pool=60.0)
+# PATCH bodies to a plain-HTTP server without a proxy go by socket.sendfile (the kernel
+# sends from the page cache: no copy through Python); False (or $JUPYTER_TUS_SENDFILE=0)
+# sends them through httpx, as for https.
+USE_SENDFILE = hasattr(os, "sendfile") and os.environ.get("JUPYTER_TUS_SENDFILE") != "0"
 
 
 # --------------------------------------------------------------------------- errors
@@ -791,6 +797,65 @@ class Uploader:
             with contextlib.suppress(Exception):
                 client.close()
 
+    def sends_by_sendfile(self, url: str) -> bool:
+        """Plain HTTP, no proxy for this host (``$http_proxy``, ``$no_proxy``)."""
+        parts = urllib.parse.urlsplit(url)
+        if not USE_SENDFILE or parts.scheme != "http":
+            return False
+        proxies = urllib.request.getproxies()
+        return "http" not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+    def sendfile_patch(
+        self, url: str, headers: dict[str, str], fd: int, start: int, n: int, sent: Callable
+    ) -> httpx.Response:
+        """A PATCH whose body (the file's bytes ``[start, start + n)``) goes by
+        ``socket.sendfile`` over a keep-alive ``http.client`` connection of this thread;
+        ``sent(k)`` after each piece. The answer as an ``httpx.Response``; transport
+        errors become _Retry."""
+        parts = urllib.parse.urlsplit(url)
+        conns = self._local.__dict__.setdefault("sendfile", {})
+        conn = conns.get(parts.netloc)
+        if conn is None:
+            conn = http.client.HTTPConnection(
+                parts.hostname, parts.port or 80, timeout=TIMEOUT.connect
+            )
+            conns[parts.netloc] = conn
+            with self._clients_lock:
+                self._clients.append(conn)  # type: ignore[arg-type] - closed alike
+        all_headers = {"Tus-Resumable": TUS_VERSION, **headers}
+        if self.server.token:
+            all_headers["Authorization"] = f"token {self.server.token}"
+        try:
+            conn.putrequest("PATCH", parts.path or "/", skip_accept_encoding=True)
+            for name, value in all_headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            conn.sock.settimeout(TIMEOUT.write)
+            with open(fd, "rb", closefd=False) as f:
+                done = 0
+                while done < n:
+                    if self.cancel.is_set():
+                        raise Cancelled("cancelled")
+                    k = conn.sock.sendfile(f, start + done, min(PIECE, n - done))
+                    if not k:
+                        raise OSError(f"the file ended before byte {start + n}")
+                    done += k
+                    sent(done)
+            conn.sock.settimeout(TIMEOUT.read)
+            answer = conn.getresponse()
+            body = answer.read()
+            if answer.will_close:
+                conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Retry(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        response = httpx.Response(answer.status, headers=answer.getheaders(), content=body)
+        self.limits.learn(response)
+        return response
+
     def _retryable(self, response: httpx.Response, what: str) -> None:
         """Raise _Retry for answers that may pass: 5xx, 423, and anything that is not
         the tus server (a hub answering for a stopped server, a proxy's error page)."""
@@ -1155,8 +1220,13 @@ class _Transfer:
             "Content-Length": str(n),
             **self.checksum_header(fd, start + offset, n),
         }
-        body = self.body(fd, start + offset, n, offset)
-        response = self.run._request("PATCH", url, headers=headers, content=body)
+        if self.run.sends_by_sendfile(url):
+            response = self.run.sendfile_patch(
+                url, headers, fd, start + offset, n, lambda k: self.progressed(offset + k)
+            )
+        else:
+            body = self.body(fd, start + offset, n, offset)
+            response = self.run._request("PATCH", url, headers=headers, content=body)
         status = response.status_code
         if status == 204 and _is_tus(response):
             new = _int_header(response, "Upload-Offset")

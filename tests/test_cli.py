@@ -336,6 +336,13 @@ def json_lines(out: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- tests
 
+BODIES = pytest.mark.parametrize("bodies", ["sendfile", "httpx"])
+
+
+def bodies_env(env: dict, bodies: str) -> dict:
+    """PATCH bodies by sendfile (plain HTTP's default) or through httpx (https's)."""
+    return {**env, "JUPYTER_TUS_SENDFILE": "1" if bodies == "sendfile" else "0"}
+
 
 def test_a_folder_lands_with_its_tree_found_as_the_running_server(server, env, tmp_path):
     """`jupyter tus upload DIR` with neither --server nor --token: jupyter-server's
@@ -547,21 +554,30 @@ def test_a_taken_name_is_refused_and_overwrite_replaces_it(server, env, tmp_path
     assert file_sha256(folder / "x.bin") == digest
 
 
-def test_a_proxy_limiting_bodies_to_1_mib(server, env, tmp_path):
+@BODIES
+def test_a_proxy_limiting_bodies_to_1_mib(server, env, tmp_path, bodies):
     """A proxy answering 413 (HTML, after reading the body) to bodies over 1 MiB: the
     chunk size halves until bodies pass, and stays so for the rest of the run."""
+    env = bodies_env(env, bodies)
     a = write_random(tmp_path / "l" / "a.bin", 5 * MiB, 11)
     b = write_random(tmp_path / "l" / "b.bin", 5 * MiB, 12)
     with BodyLimitProxy(server.port, limit=MiB) as proxy:
         r = upload(
-            server, env, str(tmp_path / "l"), "--to", "limited", "--chunk-size", "8M", url=proxy.url
+            server,
+            env,
+            str(tmp_path / "l"),
+            "--to",
+            f"limited-{bodies}",
+            "--chunk-size",
+            "8M",
+            url=proxy.url,
         )
         assert r.returncode == 0, r.stderr
         assert "413" in r.stderr and "a proxy" in r.stderr
         # 8 -> 4 (the creation's body), 2, 1 MiB: three refusals, none for b.bin
         assert 1 <= proxy.refused <= 3
-    assert file_sha256(server.root_dir / "limited" / "l" / "a.bin") == a
-    assert file_sha256(server.root_dir / "limited" / "l" / "b.bin") == b
+    assert file_sha256(server.root_dir / f"limited-{bodies}" / "l" / "a.bin") == a
+    assert file_sha256(server.root_dir / f"limited-{bodies}" / "l" / "b.bin") == b
 
 
 @pytest.mark.parametrize(
@@ -580,9 +596,11 @@ def test_the_advertised_chunk_limit_is_honoured(server, env, tmp_path, header):
     assert file_sha256(server.root_dir / "advertised" / "c.bin") == digest
 
 
-def test_the_network_drops_mid_upload_and_the_run_goes_on(server, env, tmp_path):
+@BODIES
+def test_the_network_drops_mid_upload_and_the_run_goes_on(server, env, tmp_path, bodies):
     """Every connection cut at 40 MiB: the same run backs off, asks for the offset and
     goes on; the bytes sent stay within the file plus one chunk."""
+    env = bodies_env(env, bodies)
     size = 96 * MiB
     digest = write_random(tmp_path / "n.bin", size, 14)
     with Relay(server.port) as relay:
@@ -593,7 +611,7 @@ def test_the_network_drops_mid_upload_and_the_run_goes_on(server, env, tmp_path)
             env,
             str(tmp_path / "n.bin"),
             "--to",
-            "dropped",
+            f"dropped-{bodies}",
             "--chunk-size",
             "16M",
             url=relay.url,
@@ -602,7 +620,7 @@ def test_the_network_drops_mid_upload_and_the_run_goes_on(server, env, tmp_path)
         assert relay.cuts == 1
         assert "retrying" in r.stderr
         assert relay.sent[epoch] <= size + 16 * MiB + 64 * 1024
-    assert file_sha256(server.root_dir / "dropped" / "n.bin") == digest
+    assert file_sha256(server.root_dir / f"dropped-{bodies}" / "n.bin") == digest
 
 
 def test_a_name_taken_meanwhile_lands_renamed_and_says_where(server, env, tmp_path):
@@ -689,27 +707,41 @@ def test_list_and_cancel(server, env, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_python_api(server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "httpx-bodies"])
+def test_python_api(server, tmp_path, monkeypatch, sendfile):
     """jupyter_tus.client.upload: the landed paths in order, progress through a
-    callback; a taken name raises UploadFailed with what landed and what did not."""
+    callback; a taken name raises UploadFailed with what landed and what did not.
+    PATCH bodies by sendfile (plain HTTP) and through httpx (what https gets)."""
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    a = write_random(tmp_path / "api" / "a.bin", 3 * MiB, 17)
-    write_random(tmp_path / "api" / "b.txt", 10, 18)
+    monkeypatch.setattr(client, "USE_SENDFILE", sendfile)
+    sent_by = []
+    original = client.Uploader.sendfile_patch
+    monkeypatch.setattr(
+        client.Uploader,
+        "sendfile_patch",
+        lambda self, *a: sent_by.append("sendfile") or original(self, *a),
+    )
+    name = "api-sendfile" if sendfile else "api-httpx"
+    src = tmp_path / name
+    a = write_random(src / "a.bin", 3 * MiB, 17)
+    write_random(src / "b.txt", 10, 18)
     seen: dict[str, int] = {}
     paths = client.upload(
-        [tmp_path / "api" / "a.bin", str(tmp_path / "api" / "b.txt")],
+        [src / "a.bin", str(src / "b.txt")],
         server=server.url,
         token=server.token,
-        to="api",
+        to=name,
         progress=lambda source, done, total: seen.__setitem__(Path(source).name, done),
+        chunk_size=MiB,
     )
-    assert paths == ["api/a.bin", "api/b.txt"]
+    assert paths == [f"{name}/a.bin", f"{name}/b.txt"]
+    assert bool(sent_by) == sendfile
     assert seen["a.bin"] == 3 * MiB
-    assert file_sha256(server.root_dir / "api" / "a.bin") == a
-    (tmp_path / "api" / "c.txt").write_text("new")
+    assert file_sha256(server.root_dir / name / "a.bin") == a
+    (src / "c.txt").write_text("new")
     with pytest.raises(client.UploadFailed) as caught:
-        client.upload(tmp_path / "api", server=server.url, token=server.token, to="")
-    assert sorted(p.path for p in caught.value.landed) == ["api/c.txt"]
+        client.upload(src, server=server.url, token=server.token, to="")
+    assert sorted(p.path for p in caught.value.landed) == [f"{name}/c.txt"]
     assert {Path(s).name for s, _ in caught.value.failures} == {"a.bin", "b.txt"}
     assert all(e.status == 409 for _, e in caught.value.failures)
 
