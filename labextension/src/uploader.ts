@@ -118,9 +118,9 @@ export interface IUploaderOptions {
   /** Where the chunk size a proxy accepted is remembered (default: localStorage, per
    * endpoint, shared by every front end and tab of the browser). */
   chunkMemory?: IChunkMemory;
-  /** Uploads sending at the same time (default 6, the connections a browser opens to one server; the others wait their turn as
-   * `queued`): a drop of hundreds of files starts them as slots free up, leaving the
-   * browser's other connections to the server to the page. */
+  /** Uploads sending at the same time (default 6, the connections a browser opens to
+   * one server; the others wait their turn as `queued`), and three times as many of files
+   * that go in one request each (a drop of hundreds of small files). */
   maxConcurrent?: number;
   /** Web Locks and BroadcastChannel (default: the browser's; null: no coordination). */
   tabs?: ITabs | null;
@@ -478,17 +478,27 @@ export class TusUploader {
     }
     this._pumping = true;
     try {
+      // Files sent whole in one request (a drop of many small files) may have more in
+      // flight: each is one short request, and the browser keeps the next ones ready
+      // for its connections instead of waiting for this code between two of them.
       const limit = Math.max(1, this._options.maxConcurrent ?? 6);
-      let sending = this._items.filter(
-        i => i.state === 'uploading' || i.state === 'retrying'
-      ).length;
-      while (sending < limit && this._waiting.length) {
-        const item = this._waiting.shift()!;
+      const sendingNow = this._items.filter(i => i.state === 'uploading' || i.state === 'retrying');
+      let sending = sendingNow.length;
+      let big = sendingNow.filter(i => !this._oneRequest(i)).length;
+      while (this._waiting.length) {
+        const item = this._waiting[0];
         if (item.state !== 'queued' || !this._items.includes(item)) {
-          continue; // cancelled while waiting
+          this._waiting.shift(); // cancelled while waiting
+          continue;
         }
+        const small = this._oneRequest(item);
+        if (sending >= limit * SMALL_FILES_FACTOR || (!small && big >= limit)) {
+          break; // in the order they came
+        }
+        this._waiting.shift();
         this._start(item);
         sending++;
+        big += small ? 0 : 1;
       }
     } finally {
       this._pumping = false;
@@ -770,16 +780,31 @@ export class TusUploader {
     }
   }
 
+  /** The chunk size new uploads start with: the setting, within what a proxy or the
+   * server allows. */
+  private _chunkSize(): number {
+    return Math.min(
+      this._options.settings().chunkSize,
+      this.learnedChunkSize ?? Infinity,
+      this._serverLimit ?? Infinity
+    );
+  }
+
+  /** Whether `item` goes in one request (its creation carries the whole file). */
+  private _oneRequest(item: UploadItem): boolean {
+    const options = item.upload?.options;
+    if (options) {
+      return !!options.uploadDataDuringCreation;
+    }
+    return this._options.settings().parallelUploads <= 1 && item.size <= this._chunkSize();
+  }
+
   private _makeUpload(item: UploadItem, overwrite: boolean): Upload {
     const settings = this._options.settings();
     const file = item.file!;
     const endpoint = this.endpoint;
     const folder = item.folder;
-    const chunkSize = Math.min(
-      settings.chunkSize,
-      this.learnedChunkSize ?? Infinity,
-      this._serverLimit ?? Infinity
-    );
+    const chunkSize = this._chunkSize();
     // The parts of a parallel upload get these callbacks too, with offsets of their own:
     // only the whole upload's progress (onProgress) counts then.
     const single = settings.parallelUploads <= 1;
@@ -1493,6 +1518,9 @@ const WHOLE_FILE_READER: TusFileReader = {
     };
   }
 };
+
+/** Uploads of one request each may be this many times `maxConcurrent` in flight. */
+const SMALL_FILES_FACTOR = 3;
 
 /** How the creation endpoint answered an OPTIONS request. */
 export type EndpointCheck =

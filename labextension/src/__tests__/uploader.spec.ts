@@ -523,6 +523,22 @@ describe('behind a proxy with a body limit (413)', () => {
   });
 });
 
+describe('uploads at the same time', () => {
+  it('files sent in chunks: six at a time, the others wait their turn', async () => {
+    const h = harness({ chunkSize: 16 * KiB });
+    let most = 0;
+    h.uploader.changed.connect(() => {
+      const sending = h.uploader.items.filter(i => ['uploading', 'retrying'].includes(i.state));
+      most = Math.max(most, sending.length);
+    });
+    const files = Array.from({ length: 10 }, (_, i) => fakeFile(`big${i}.bin`, 40 * KiB));
+    const all = Promise.all(files.map(f => h.uploader.upload(f, '')));
+    await until(() => h.uploader.items.every(i => i.state === 'done'));
+    expect(await all).toEqual(files.map(() => true));
+    expect(most).toBe(6);
+  });
+});
+
 describe("the server's chunk limit (max_chunk_size)", () => {
   it('is obeyed from the probe on: no body is ever refused', async () => {
     const h = harness({ chunkSize: 1024 * KiB });
