@@ -22,9 +22,11 @@ NODE_MODULES := labextension/node_modules/.package-lock.json
 $(NODE_MODULES): labextension/package-lock.json
 	cd labextension && npm ci --no-audit --no-fund
 
-# Debian's chromium for the browser tests (Playwright never downloads its own browsers).
+# Debian's chromium for the browser tests (Playwright never downloads its own browsers),
+# and Debian's nginx for tests/test_nginx.py (run unprivileged by the test itself).
 chromium:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v chromium >/dev/null && test -x /usr/sbin/nginx || \
+	(apt-get update && apt-get install -y chromium nginx-light)
 
 lab: venv
 	mkdir -p $(WORKSPACE)
