@@ -886,3 +886,37 @@ def test_a_failing_gateway_is_retried(server, env, tmp_path):
         assert "502" in r.stderr and "retrying" in r.stderr
         assert proxy.fail_patches == 0
     assert file_sha256(server.root_dir / "gateway" / "g.bin") == digest
+
+
+def test_a_parallel_upload_killed_resumes_each_part(server, env, tmp_path):
+    """--parallel 4 killed mid-way: each partial upload resumes from its own offset
+    (read from the state file's part URLs and the server), only the missing bytes go,
+    and the joined file is right."""
+    size = 64 * MiB
+    digest = write_random(tmp_path / "pk.bin", size, 25)
+    args = ["upload", str(tmp_path / "pk.bin"), "--to", "pkill", "--parallel", "4"]
+    args += ["--chunk-size", "4M", "--token", server.token]
+    with Relay(server.port) as relay:
+        held_then_killed(relay, args, env, 30 * MiB)
+        (state,) = (tmp_path / "data" / "tus").glob("uploads-*.json")
+        (entry,) = json.loads(state.read_text())["uploads"].values()
+        assert len(entry["parts"]) == 4
+        offsets = []
+        for part in entry["parts"]:
+            r = requests.head(
+                server.url.rstrip("/") + part["url"],
+                headers={**server.auth, "Tus-Resumable": "1.0.0"},
+            )
+            assert r.status_code == 200
+            offsets.append(int(r.headers["Upload-Offset"]))
+        assert 0 < sum(offsets) < size
+        epoch = relay.new_epoch()
+        r = run(command(*args, "--server", relay.url, "--json"), env)
+        assert r.returncode == 0, r.stderr
+        assert relay.sent[epoch] <= size - sum(offsets) + 64 * 1024
+    assert file_sha256(server.root_dir / "pkill" / "pk.bin") == digest
+    (landed,) = json_lines(r.stdout)
+    info = json.loads((server.root_dir / ".tus" / f"{landed['id']}.info").read_text())
+    assert [p.rsplit("/", 1)[-1] for p in info["partial_uploads"]] == [
+        p["url"].rsplit("/", 1)[-1] for p in entry["parts"]
+    ]
