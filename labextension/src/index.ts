@@ -17,14 +17,12 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { folderIcon } from '@jupyterlab/ui-components';
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
-import { defaultOptions } from 'tus-js-client';
 
 import {
   DEFAULT_SETTINGS,
   IUploadSettings,
   authHeaders,
   displayFolder,
-  fingerprint,
   joinPath,
   normalizeFolder,
   normalizeSettings
@@ -357,24 +355,9 @@ function pickFiles(multiple: boolean, title = '', folder = false): Promise<File[
   });
 }
 
-/**
- * Continue an upload the server lists but this page did not start (another browser, the
- * widget, a script) with the file the user picked again: it is stored under the file's
- * fingerprint like any unfinished upload, so the uploader resumes it from the server's
- * offset instead of creating a new one.
- */
+/** Continue an upload the server lists but this page did not start (`TusUploader.adopt`). */
 async function adopt(uploader: TusUploader, upload: IServerUpload, file: File): Promise<void> {
-  const folder = folderOf(upload);
-  const fp = fingerprint(file, uploader.endpoint, folder);
-  await defaultOptions.urlStorage.addUpload(fp, {
-    size: upload.size,
-    metadata: { filename: file.name, path: folder },
-    creationTime: new Date().toString(),
-    uploadUrl: new URL(upload.url, location.href).href,
-    parallelUploadUrls: null,
-    urlStorageKey: ''
-  });
-  void uploader.upload(file, folder).catch(err => {
+  void uploader.adopt(upload.url, upload.size, file, folderOf(upload)).catch(err => {
     void showErrorMessage('Upload Error', err as Error);
   });
 }

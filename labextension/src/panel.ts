@@ -31,7 +31,7 @@ import {
   isFinished,
   mergeRows,
   nameOf,
-  parseListing,
+  fetchServerUploads,
   pickedFileMismatch,
   serverFraction,
   serverRowState,
@@ -178,19 +178,13 @@ export class UploadPanel extends Panel {
     }
     this._fetching = true;
     try {
-      const response = await fetch(this._uploader.endpoint, {
-        headers: { ...this._options.headers(), Accept: 'application/json' },
-        credentials: 'same-origin',
-        cache: 'no-store'
-      });
-      if (response.ok) {
-        this._server = parseListing(await response.json());
+      const listed = await fetchServerUploads(this._uploader.endpoint, this._options.headers());
+      if (listed) {
+        this._server = listed;
         // How many uploads the server listed last (tests wait for the first read).
         this.node.dataset.serverUploads = String(this._server.length);
         this._render();
       }
-    } catch (err) {
-      console.debug('jupyter-tus: the list of uploads could not be read', err);
     } finally {
       this._fetching = false;
       if (this._again) {

@@ -178,6 +178,27 @@ export function serverStatusLine(u: IServerUpload, now: number): string {
   }
 }
 
+/**
+ * The server's list of this user's uploads (`GET <endpoint>`, see docs/protocol.md), or
+ * null when it could not be read (the server away, an older server).
+ */
+export async function fetchServerUploads(
+  endpoint: string,
+  headers: Record<string, string>
+): Promise<IServerUpload[] | null> {
+  try {
+    const response = await fetch(endpoint, {
+      headers: { ...headers, Accept: 'application/json' },
+      credentials: 'same-origin',
+      cache: 'no-store'
+    });
+    return response.ok ? parseListing(await response.json()) : null;
+  } catch (err) {
+    console.debug('jupyter-tus: the list of uploads could not be read', err);
+    return null;
+  }
+}
+
 /** What a view needs of one of this page's uploads to merge it with the server's. */
 export interface ILocalUpload {
   readonly id: number;

@@ -381,6 +381,25 @@ export class TusUploader {
   }
 
   /**
+   * Go on with an upload this page did not start (another browser, the widget, a script:
+   * the server's list names it by `url`), with the same `file` picked again: its URL is
+   * stored under the file's fingerprint, so `upload` resumes it from the server's offset.
+   * Resolves as `upload` does.
+   */
+  async adopt(url: string, size: number | null, file: File, folder: string): Promise<boolean> {
+    const fp = fingerprint(file, this.endpoint, folder);
+    await this._urlStorage.addUpload(fp, {
+      size,
+      metadata: { filename: file.name, path: folder },
+      creationTime: new Date().toString(),
+      uploadUrl: new URL(url, location.href).href,
+      parallelUploadUrls: null,
+      urlStorageKey: ''
+    });
+    return this.upload(file, folder);
+  }
+
+  /**
    * Upload `file` into `folder`; resolves true when it landed, false when the user
    * declined or cancelled it. A failure stays listed (resume or cancel it there), so the
    * promise only settles once the user has decided.

@@ -18,6 +18,17 @@ import {
   statusLine
 } from '../src/core';
 import { HandleRegistry, handlesSupported } from '../src/handles';
+import {
+  IServerUpload,
+  fetchServerUploads,
+  folderOf,
+  isActiveElsewhere,
+  nameOf,
+  pickedFileMismatch,
+  serverFraction,
+  serverRowState,
+  serverStatusLine
+} from '../src/serverlist';
 import { TusUploader, UploadItem, probeEndpoint } from '../src/uploader';
 import STYLE from './widget.css';
 
@@ -292,6 +303,98 @@ class Rows {
   private _timer: number | null = null;
 }
 
+/**
+ * Unfinished uploads to the widget's folder that the server lists and this page did not
+ * start (another browser, the file browser, a script), in the Uploads panel's words:
+ * picking the same file again (Resume, or the widget's own input) goes on from the
+ * server's offset.
+ */
+class ServerRows {
+  constructor(
+    readonly list: HTMLElement,
+    readonly uploader: TusUploader,
+    readonly pick: () => Promise<File | null>
+  ) {
+    uploader.changed.connect(this.render, this);
+  }
+
+  /** Read the server's list for `folder`. */
+  async refresh(headers: Record<string, string>, folder: string): Promise<void> {
+    const listed = await fetchServerUploads(this.uploader.endpoint, headers);
+    if (listed) {
+      this._uploads = listed.filter(u => u.state === 'uploading' && folderOf(u) === folder);
+      this.list.dataset.serverUploads = String(this._uploads.length);
+      this.render();
+    }
+  }
+
+  /** The listed upload `file` continues, taken off the list; undefined when none. */
+  take(file: File): IServerUpload | undefined {
+    // Not one another browser or script is sending right now: it would only be refused.
+    const now = Date.now();
+    const u = this._uploads.find(u => !isActiveElsewhere(u, now) && !pickedFileMismatch(u, file));
+    if (u) {
+      this._uploads = this._uploads.filter(other => other !== u);
+      this.render();
+    }
+    return u;
+  }
+
+  render(): void {
+    const known = new Set(this.uploader.items.map(i => i.uploadId));
+    const now = Date.now();
+    this.list.replaceChildren(
+      ...this._uploads.filter(u => !known.has(u.id)).map(u => this._row(u, now))
+    );
+  }
+
+  dispose(): void {
+    this.uploader.changed.disconnect(this.render, this);
+  }
+
+  private _row(u: IServerUpload, now: number): HTMLElement {
+    const row = document.createElement('div');
+    row.className = 'jtus-file jtus-server';
+    row.dataset.state = serverRowState(u, now);
+    row.dataset.uploadId = u.id;
+    const name = document.createElement('div');
+    name.className = 'jtus-name';
+    name.textContent = nameOf(u);
+    name.title = u.destination ?? '';
+    const buttons = document.createElement('div');
+    buttons.className = 'jtus-buttons';
+    const status = document.createElement('div');
+    status.className = 'jtus-status';
+    status.textContent = serverStatusLine(u, now);
+    status.title = status.textContent;
+    buttons.append(
+      button('resume', 'Resume', async () => {
+        const file = await this.pick();
+        if (!file) {
+          return;
+        }
+        const why = pickedFileMismatch(u, file);
+        if (why) {
+          status.textContent = why;
+          return;
+        }
+        this._uploads = this._uploads.filter(other => other !== u);
+        this.render();
+        void this.uploader.adopt(u.url, u.size, file, folderOf(u));
+      })
+    );
+    (buttons.firstChild as HTMLButtonElement).hidden = row.dataset.state === 'elsewhere';
+    const bar = document.createElement('progress');
+    bar.className = 'jtus-progress';
+    bar.max = 1;
+    bar.value = serverFraction(u);
+    row.append(name, buttons, bar, status);
+    return row;
+  }
+
+  private _uploads: IServerUpload[] = [];
+}
+
 function render({ model, el }: RenderProps): () => void {
   addStyle();
   const config = pageConfig();
@@ -313,7 +416,9 @@ function render({ model, el }: RenderProps): () => void {
   message.className = 'jtus-message';
   const list = document.createElement('div');
   list.className = 'jtus-files';
-  root.append(input, drop, message, list);
+  const elsewhere = document.createElement('div');
+  elsewhere.className = 'jtus-files jtus-elsewhere';
+  root.append(input, drop, message, list, elsewhere);
   el.append(root);
 
   let rows: Rows | null = null;
@@ -335,6 +440,7 @@ function render({ model, el }: RenderProps): () => void {
     }
   });
   rows = new Rows(list, uploader, model);
+  const server = new ServerRows(elsewhere, uploader, () => pickOne(model.get('accept') || ''));
 
   root.dataset.ready = 'checking';
   const available: Promise<boolean> = unavailable(uploader, headers()).then(problem => {
@@ -346,8 +452,10 @@ function render({ model, el }: RenderProps): () => void {
       return false;
     }
     root.dataset.ready = 'yes';
-    // What a reload interrupted, for this widget's folder (from any front end).
+    // What a reload interrupted, for this widget's folder (from any front end), and
+    // what the server holds unfinished for it from elsewhere.
     void uploader.restore(entry => entry.folder === folder());
+    void server.refresh(headers(), folder());
     return true;
   });
 
@@ -370,11 +478,13 @@ function render({ model, el }: RenderProps): () => void {
     message.textContent = '';
     for (const file of chosen) {
       const handle = await handles.take(file);
-      uploader
-        .upload(file, folder(), { handle, overwrite: !!model.get('overwrite') })
-        .catch(err => {
-          message.textContent = String((err as Error)?.message ?? err);
-        });
+      const unfinished = server.take(file);
+      (unfinished
+        ? uploader.adopt(unfinished.url, unfinished.size, file, folderOf(unfinished))
+        : uploader.upload(file, folder(), { handle, overwrite: !!model.get('overwrite') })
+      ).catch(err => {
+        message.textContent = String((err as Error)?.message ?? err);
+      });
     }
   };
 
@@ -406,6 +516,7 @@ function render({ model, el }: RenderProps): () => void {
       model.off(`change:${name}`, sync);
     }
     rows?.dispose();
+    server.dispose();
     uploader.dispose();
   };
 }

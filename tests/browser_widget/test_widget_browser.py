@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+from ..browser.test_filebrowser_upload import TusLog
+from ..browser.test_uploads_panel import left_a_while_ago, script_upload
 from ..servers import JupyterProcess
 from ..wire import WireCounter
 
@@ -485,3 +488,53 @@ def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
         assert match[2] == digest
         assert match[3] == "1"
         print(f"widget, flaky link: {drops} drops, {sent / size:.3f} x the file on the wire")
+
+
+def test_an_upload_a_script_left_is_listed_and_resumed_in_the_widget(in_browser, lab, tmp_path):
+    in_browser(lambda page: _script_left(page, lab, tmp_path))
+
+
+def _script_left(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
+    """The server's list in the widget: an unfinished upload a script left in the widget's
+    folder shows in the Uploads panel's words; picking the same file goes on from the
+    server's offset (only the rest is sent) and lands."""
+    src = tmp_path / "from-a-script.bin"
+    size = 24 * MiB + 5
+    digest = random_file(src, size)
+    (lab.root_dir / "shared").mkdir()
+    server = SimpleNamespace(url=lab.url, auth=lab.auth, root=lab.root_dir)
+    url = script_upload(server, src.read_bytes(), src.name, "shared", send=10 * MiB)
+    left_a_while_ago(server, url)
+    notebook(
+        lab.root_dir / "elsewhere.ipynb",
+        "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='shared')\nw",
+        REPORT,
+    )
+    open_notebook(page, lab, "elsewhere.ipynb")
+    run_cell(page, 0)
+    widget_ready(page)
+    listed = page.locator(".jtus-server")
+    expect(listed).to_have_count(1)
+    expect(listed).to_have_attribute("data-state", "interrupted")
+    expect(listed.locator(".jtus-name")).to_have_text(src.name)
+    expect(listed.locator(".jtus-status")).to_have_text(
+        "interrupted at 41% · 10 MiB of 24 MiB → shared/ · Resume and pick the file again"
+    )
+    patches = []
+    page.on("request", lambda r: patches.append(r) if r.method == "PATCH" else None)
+    posts = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" and "tus" in r.url else None)
+    page.set_input_files(".jtus-input", str(src))
+    expect(listed).to_have_count(0)
+    row = page.locator(".jtus-file:not(.jtus-server)")
+    expect(row).to_have_attribute("data-state", "done")
+    assert row.get_attribute("data-upload-id") == url.rsplit("/", 1)[1]
+    assert row.get_attribute("data-resumed-from") == str(10 * MiB)
+    assert not posts, "the script's upload went on, no new one"
+    carried = [TusLog.bytes_of(p) for p in patches]
+    assert carried[0][0] == 10 * MiB
+    assert sum(n for _, n in carried) == size - 10 * MiB
+    run_cell(page, 1)
+    match = kernel_report(page, 1)
+    assert match[1] == src.name
+    assert match[2] == digest
