@@ -119,6 +119,16 @@ class TusApp(ExtensionApp):
         Proxies such as configurable-http-proxy turn an answer to a half-sent body
         into a 503; a bigger body is answered at once and its connection closed.""",
     )
+    send_104 = Bool(
+        False,
+        config=True,
+        help="""Send the interim answer '104 Upload Resumption Supported' (with Location)
+        as soon as an upload created by the IETF resumable-upload draft exists, before
+        its body is read, so a client can resume a creation whose connection drops.
+        Off by default: browsers never show 1xx answers to scripts, Python's
+        http.client (requests, urllib3) takes a 104 for the final answer, and nginx
+        mishandles 1xx other than 100 and 103. Only to draft requests over HTTP/1.1.""",
+    )
     recover_on_start = Bool(
         True,
         config=True,
