@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- errors
@@ -109,6 +108,12 @@ class InsufficientStorage(StoreError):
     """The disk is full, or too full to take the announced size."""
 
 
+class StorageUnavailable(StoreError):
+    """The storage behind the store did not answer, or refused the store's own
+    credentials (an object store's endpoint down, throttling past the retries, access
+    denied): nothing the client sent is at fault; it may retry later (503)."""
+
+
 # --------------------------------------------------------------------------- FileInfo
 
 
@@ -141,6 +146,10 @@ class FileInfo:
     landed: list[int] | None = None
     # Why a finished upload could not land, for good (LandingRefused); its bytes stay.
     landing_error: str | None = None
+    # Where the store keeps the bytes, for hooks and administrators (tusd's
+    # FileInfo.Storage): {"type": "s3store", "bucket": ..., "key": ...} for S3Store,
+    # the key being the landed object once landed. Empty for the file store.
+    storage: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def filename(self) -> str:
@@ -176,8 +185,18 @@ class ChunkWriter(Protocol):
     """Receives the bytes of one write as they arrive, then commits or gives up.
 
     The push form suits a web server that is handed the body piece by piece; the
-    stores' ``write_chunk`` is the pull form built on it.
+    stores' ``write_chunk`` is the pull form built on it. ``info`` is the upload as it
+    was when the write started, ``start`` the offset it started at, ``written`` the
+    bytes taken so far, ``declares`` a deferred length this write declares on commit.
     """
+
+    info: FileInfo
+    start: int
+    written: int
+    declares: int | None
+
+    def fits(self, n: int) -> bool:
+        """Would ``n`` more bytes stay within the length (or the write's limit)?"""
 
     def write(self, data: bytes) -> None: ...
 
@@ -188,16 +207,40 @@ class ChunkWriter(Protocol):
         """Keep the bytes that arrived (unless a checksum makes them unverifiable)."""
 
 
+class UploadLockLike(Protocol):
+    """One upload's exclusive lock (``filestore.UploadLock``, ``locking.MemoryLock``):
+    ``acquire`` raises UploadNotFound for an upload that does not exist; used as a
+    context manager it waits its timeout, then raises UploadLocked."""
+
+    held: bool
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> UploadLockLike: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 @runtime_checkable
 class DataStore(Protocol):
-    """The core every store has: create, write at an offset, describe, read."""
+    """The core every store has: create, write at an offset, describe, read; take
+    over its storage (``claim``) and repair it after a crash (``recover``)."""
 
     def new_upload(self, info: FileInfo) -> str: ...
 
-    def write_chunk(self, upload_id: str, offset: int, src: BinaryIO) -> int: ...
+    def write_chunk(
+        self, upload_id: str, offset: int, src: BinaryIO, checksum: Checksum | None = None
+    ) -> int: ...
 
     def open_writer(
-        self, upload_id: str, offset: int, checksum: Checksum | None = None
+        self,
+        upload_id: str,
+        offset: int,
+        checksum: Checksum | None = None,
+        length: int | None = None,
+        limit: int | None = None,
     ) -> ChunkWriter: ...
 
     def get_info(self, upload_id: str) -> FileInfo: ...
@@ -205,6 +248,12 @@ class DataStore(Protocol):
     def get_reader(self, upload_id: str) -> BinaryIO: ...
 
     def list_uploads(self) -> list[FileInfo]: ...
+
+    def claim(self) -> None: ...
+
+    def recover(self) -> list[str]: ...
+
+    def quarantined(self) -> dict[str, str]: ...
 
 
 @runtime_checkable
@@ -224,9 +273,35 @@ class LengthDeclarableDataStore(Protocol):
 
 @runtime_checkable
 class LockerDataStore(Protocol):
-    def lock(self, upload_id: str, timeout: float | None = None) -> AbstractContextManager: ...
+    """Per-upload locks, and the takeover: the holder registers how it lets go, a
+    newcomer asks it to (tusd's ``Locker`` with ``requestUnlock``)."""
+
+    def lock(self, upload_id: str, timeout: float | None = None) -> UploadLockLike: ...
+
+    def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None: ...
+
+    def request_release(self, upload_id: str) -> bool: ...
 
 
 @runtime_checkable
 class ExpiringDataStore(Protocol):
     def expired_uploads(self, now: float | None = None) -> Iterator[str]: ...
+
+    def last_activity(self, info: FileInfo) -> float: ...
+
+
+@runtime_checkable
+class LandingDataStore(Protocol):
+    """A store whose finished uploads land at a destination (``info.path``), where
+    the landing can fail and be retried (``settle``), and the landed file can be
+    changed by others since (``check_landed`` raises UploadGone)."""
+
+    def needs_settling(self, info: FileInfo) -> bool: ...
+
+    def settle(self, info: FileInfo) -> bool: ...
+
+    def pending_landings(self) -> Iterator[FileInfo]: ...
+
+    def landed_path(self, info: FileInfo) -> str | None: ...
+
+    def check_landed(self, info: FileInfo) -> None: ...
