@@ -20,8 +20,9 @@ from __future__ import annotations
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import origin_matches_pat
 
-# What tus clients send (tus-js-client, tuspy, the JupyterLab front end), and
-# jupyter-server's own list (accept, content-type, authorization, x-xsrftoken).
+# What tus clients send (tus-js-client, tuspy, the JupyterLab front end), what clients
+# of the IETF resumable-upload draft send (ietf.py), and jupyter-server's own list
+# (accept, content-type, authorization, x-xsrftoken).
 REQUEST_HEADERS = (
     "Tus-Resumable",
     "Upload-Length",
@@ -31,6 +32,9 @@ REQUEST_HEADERS = (
     "Upload-Concat",
     "Upload-Checksum",
     "X-HTTP-Method-Override",
+    "Upload-Draft-Interop-Version",
+    "Upload-Complete",
+    "Content-Disposition",
     "Content-Type",
     "Authorization",
     "X-XSRFToken",
@@ -55,6 +59,8 @@ RESPONSE_HEADERS = (
     "Jupyter-Tus-Path",
     "Upload-Limit",
     "Jupyter-Tus-Max-Chunk-Size",
+    "Upload-Draft-Interop-Version",
+    "Upload-Complete",
 )
 # A browser may reuse a preflight's answer this long (seconds; Chromium caps it at
 # 7200): one preflight per upload URL instead of one before every PATCH.

@@ -30,7 +30,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from . import cors, metrics, protocol
+from . import cors, ietf, metrics, protocol
 from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadLock
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
@@ -187,10 +187,19 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def tus_config(self) -> Any:
         return self.settings["jupyter_tus_config"]
 
+    @functools.cached_property
+    def draft(self) -> ietf.Draft | None:
+        """The IETF resumable-upload draft this request speaks (its
+        ``Upload-Draft-Interop-Version``: 8 or 6), or None for tus: see ``ietf``."""
+        return ietf.requested(self.request.headers)
+
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        self.set_header("Tus-Resumable", TUS_VERSION)
+        if self.draft is None:
+            self.set_header("Tus-Resumable", TUS_VERSION)
         self.set_limit_headers()
+        if self.draft is not None:
+            ietf.set_default_headers(self, self.draft)
         cors.set_default_headers(self)
 
     def set_limit_headers(self) -> None:
@@ -215,6 +224,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.set_header("Connection", "close")
         for name, value in self._error_headers.items():
             self.set_header(name, value)
+        if self.draft is not None:  # an RFC 9457 problem
+            ietf.write_error(self, status_code, **kwargs)
+            return
         super().write_error(status_code, **kwargs)
 
     def request_context(self) -> RequestContext:
@@ -270,11 +282,12 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 await self._authorize_read()
             else:
                 await self._authorize_write()
-            if self.request.method not in ("OPTIONS", "GET"):
+            if self.request.method not in ("OPTIONS", "GET") and self.draft is None:
                 version = self.request.headers.get("Tus-Resumable")
                 if version not in protocol.SUPPORTED_VERSIONS:
                     raise protocol.VersionUnsupported(
-                        f"Tus-Resumable {version!r} is not supported; this server speaks "
+                        ietf.unsupported(self.request.headers)
+                        or f"Tus-Resumable {version!r} is not supported; this server speaks "
                         + ", ".join(protocol.SUPPORTED_VERSIONS)
                     )
             if self.manager.unavailable:
@@ -602,6 +615,9 @@ class UploadsHandler(TusHandler):
     async def prepare_request(self) -> None:
         if self.request.method != "POST":
             return
+        if self.draft is not None:
+            await ietf.prepare_creation(self)
+            return
         headers = self.request.headers
         concat = protocol.parse_concat(headers.get("Upload-Concat"))
         metadata = protocol.parse_metadata(headers.get("Upload-Metadata"))
@@ -666,6 +682,9 @@ class UploadsHandler(TusHandler):
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def post(self) -> None:
+        if self.draft is not None:
+            await ietf.create(self)
+            return
         if self._info is not None:
             self.set_header("Location", self.upload_url(self._info.id))
         self.raise_refusal()
@@ -720,7 +739,9 @@ class UploadHandler(TusHandler):
     async def prepare_request(self) -> None:
         upload_id = self.path_kwargs.get("upload_id") or self.path_args[0]
         method = self.request.method
-        if method == "PATCH":
+        if self.draft is not None:
+            await ietf.prepare_upload_request(self, upload_id)
+        elif method == "PATCH":
             await self._prepare_patch(upload_id)
         elif method in ("HEAD", "DELETE"):
             await self.lock(upload_id)
@@ -758,6 +779,9 @@ class UploadHandler(TusHandler):
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def head(self, upload_id: str) -> None:
+        if self.draft is not None:
+            await ietf.answer_offset(self, upload_id)
+            return
         self.raise_refusal()
         info = await self.current_info(upload_id)
         self.set_header("Cache-Control", "no-store")
@@ -779,6 +803,9 @@ class UploadHandler(TusHandler):
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def patch(self, upload_id: str) -> None:
+        if self.draft is not None:
+            await ietf.append(self, upload_id)
+            return
         self.raise_refusal()
         info = await self.commit()
         self.set_upload_headers(info)
@@ -796,6 +823,9 @@ class UploadHandler(TusHandler):
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
     async def get(self, upload_id: str) -> None:
+        if self.draft is not None:  # the draft's GET retrieves the offset, as HEAD
+            await ietf.answer_offset(self, upload_id)
+            return
         self.raise_refusal()
         info = self.manager.get_complete_info(upload_id)
         # opening is checked (never a FIFO, never through a symlink), but off the loop
