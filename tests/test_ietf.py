@@ -20,6 +20,21 @@ from .test_connections import wait_for
 
 PROBLEMS = "https://iana.org/assignments/http-problem-types#"
 LIMITS = {"max_chunk_size": 1000, "max_size": 50_000}
+ORIGIN = "http://page.example:8123"
+
+
+@pytest.fixture
+def server_app_config() -> dict:
+    """Override (parametrize) to set ServerApp traits."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(tus_config, server_app_config):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}, **server_app_config},
+        "TusApp": tus_config,
+    }
 
 
 @pytest.fixture
@@ -453,6 +468,34 @@ async def test_a_tus_upload_is_finished_by_the_draft(tus, rufh, jp_root_dir):
     r = await rufh.append(url, 3, b"def", complete=True)
     assert r.status == 204 and r.complete is True
     assert (jp_root_dir / "mixed.bin").read_bytes() == b"abcdef"
+
+
+def names(value: str | None) -> set[str]:
+    return {n.strip().lower() for n in (value or "").split(",") if n.strip()}
+
+
+@pytest.mark.parametrize("server_app_config", [{"allow_origin": ORIGIN}])
+async def test_a_page_of_an_allowed_origin_may_send_and_read_the_drafts_fields(
+    rufh, server_app_config, listening, jp_base_url
+):
+    anonymous = RufhClient(listening, jp_base_url, {})
+    preflight = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "upload-draft-interop-version,upload-complete",
+    }
+    r = await anonymous.request("OPTIONS", None, preflight)
+    assert r.status == 204 and r.headers["access-control-allow-origin"] == ORIGIN
+    allowed = names(r.headers["access-control-allow-headers"])
+    assert {"upload-draft-interop-version", "upload-complete", "content-disposition"} <= allowed
+    for answer in (
+        await rufh.create(b"abc", complete=False, filename="page.bin", headers={"Origin": ORIGIN}),
+        await rufh.request("PATCH", rufh.endpoint + "/nothing", {"Origin": ORIGIN}),  # refused
+    ):
+        exposed = names(answer.headers["access-control-expose-headers"])
+        fields = {"upload-draft-interop-version", "upload-complete", "upload-offset"}
+        fields |= {"upload-length", "upload-limit", "location"}
+        assert fields <= exposed, exposed
 
 
 # ------------------------------------------------------------------- codecs
