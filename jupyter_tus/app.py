@@ -127,7 +127,8 @@ class TusApp(ExtensionApp):
         its body is read, so a client can resume a creation whose connection drops.
         Off by default: browsers never show 1xx answers to scripts, Python's
         http.client (requests, urllib3) takes a 104 for the final answer, and nginx
-        mishandles 1xx other than 100 and 103. Only to draft requests over HTTP/1.1.""",
+        relays a 104 as the final answer (the real one as its body). Only to draft
+        requests over HTTP/1.1.""",
     )
     recover_on_start = Bool(
         True,
