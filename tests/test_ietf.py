@@ -320,6 +320,16 @@ async def test_a_chunked_complete_append_short_of_the_length_keeps_its_bytes(ruf
     assert r.status == 204 and r.complete is True
 
 
+async def test_a_chunked_body_past_the_length_keeps_what_fits(rufh, jp_root_dir):
+    url = (await rufh.create(complete=False, filename="over.bin", length=10)).location
+    r = await rufh.append(url, 0, [b"abcdef", b"ghijklmn"], complete=False)
+    assert r.status == 413 and r.headers["upload-offset"] == "10", r.body
+    assert r.problem()["type"] == "about:blank"
+    assert (jp_root_dir / "over.bin").read_bytes() == b"abcdefghij"
+    head = await rufh.head(url)
+    assert head.complete is True and head.offset == 10
+
+
 @pytest.mark.parametrize("tus_config", [LIMITS])
 async def test_over_the_limits(draft, tus_config, staging):
     options = await draft.request("OPTIONS")
