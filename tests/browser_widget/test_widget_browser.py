@@ -501,13 +501,13 @@ def _script_left(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     src = tmp_path / "from-a-script.bin"
     size = 24 * MiB + 5
     digest = random_file(src, size)
-    (lab.root_dir / "shared").mkdir()
+    (lab.root_dir / "left-by-a-script").mkdir()
     server = SimpleNamespace(url=lab.url, auth=lab.auth, root=lab.root_dir)
-    url = script_upload(server, src.read_bytes(), src.name, "shared", send=10 * MiB)
+    url = script_upload(server, src.read_bytes(), src.name, "left-by-a-script", send=10 * MiB)
     left_a_while_ago(server, url)
     notebook(
         lab.root_dir / "elsewhere.ipynb",
-        "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='shared')\nw",
+        "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='left-by-a-script')\nw",
         REPORT,
     )
     open_notebook(page, lab, "elsewhere.ipynb")
@@ -518,7 +518,7 @@ def _script_left(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
     expect(listed).to_have_attribute("data-state", "interrupted")
     expect(listed.locator(".jtus-name")).to_have_text(src.name)
     expect(listed.locator(".jtus-status")).to_have_text(
-        "interrupted at 41% · 10 MiB of 24 MiB → shared/ · Resume and pick the file again"
+        "interrupted at 41% · 10 MiB of 24 MiB → left-by-a-script/ · Resume and pick the file again"
     )
     patches = []
     page.on("request", lambda r: patches.append(r) if r.method == "PATCH" else None)
