@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
-from traitlets import CaselessStrEnum, Int, Unicode, validate
+from traitlets import CaselessStrEnum, Int, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .checksums import CHECKSUM_ALGORITHMS, new_hasher
@@ -231,7 +231,7 @@ class S3Store(LoggingConfigurable):
     def _valid_part_size(self, proposal: dict) -> int:
         value = proposal["value"]
         if not PART_MIN <= value <= PART_MAX:
-            raise ValueError(f"S3Store.part_size must be 5 MiB to 5 GiB, got {value}")
+            raise TraitError(f"S3Store.part_size must be 5 MiB to 5 GiB, got {value}")
         return value
 
     def __init__(
@@ -1153,12 +1153,17 @@ class S3Store(LoggingConfigurable):
         bucket must exist and be reachable with the credentials the AWS chain gives;
         an unmarked staging prefix holding objects that are not the store's is not
         taken over. Also learns whether the server honours conditional writes."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, NoCredentialsError
 
         if not self.bucket:
             raise StagingRefused("no bucket: set c.S3Store.bucket")
         try:
             self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError as exc:
+            raise StagingRefused(
+                "no credentials for the object store: the AWS chain found none"
+                " (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, a role)"
+            ) from exc
         except ClientError as exc:
             status = _status(exc)
             what = {404: "does not exist", 403: "is not ours to use (access denied)"}.get(
