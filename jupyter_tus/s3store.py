@@ -736,14 +736,18 @@ class S3Store(LoggingConfigurable):
             info.partial_uploads = partial_ids
             self._save(info, state)
             sources = [(self._data_key(p.id), p.size or 0) for p in partials if p.size]
-            if sources and all(s >= PART_MIN for _, s in sources[:-1]):
-                self._concat_by_part_copy(info, state, sources)
-            else:
-                sink = _PartSink(self, info, state)
-                for key, length in sources:
-                    self._stream_into(key, length, sink)
-                state.parts, state.next_part = sink.new_parts, sink.part_no
-                self._complete_sink(info, state, sink)
+            try:
+                if sources and all(s >= PART_MIN for _, s in sources[:-1]):
+                    self._concat_by_part_copy(info, state, sources)
+                else:
+                    sink = _PartSink(self, info, state)
+                    for key, length in sources:
+                        self._stream_into(key, length, sink)
+                    state.parts, state.next_part = sink.new_parts, sink.part_no
+                    self._complete_sink(info, state, sink)
+            except (LandingFailed, LandingRefused):  # completion is recorded: used up
+                self._terminate_all(partial_ids)
+                raise
             self._terminate_all(partial_ids)
         return self.get_info(final_id)
 
@@ -1394,6 +1398,8 @@ class _PartSink:
     def send(self, part: bytearray) -> None:
         """Upload ``part`` as the next part number (not yet recorded: the caller
         records ``new_parts`` with its commit)."""
+        from botocore.exceptions import ClientError
+
         store, state = self.store, self.state
         if self.part_no > MAX_PARTS:
             raise UploadTooLarge(f"upload {self.info.id} used all of S3's {MAX_PARTS} parts")
@@ -1411,9 +1417,17 @@ class _PartSink:
             self._noted = True
             if self.part_no > MAX_PARTS:
                 raise UploadTooLarge(f"upload {self.info.id} used all of S3's {MAX_PARTS} parts")
-        result = store._call(
-            "upload_part", Key=key, UploadId=state.upload_id, PartNumber=self.part_no, Body=part
-        )
+        try:
+            result = store._call(
+                "upload_part", Key=key, UploadId=state.upload_id, PartNumber=self.part_no, Body=part
+            )
+        except ClientError as exc:
+            if _code(exc) not in _NO_UPLOAD:
+                raise
+            raise UploadNotFound(
+                f"the multipart upload of upload {self.info.id} is gone (aborted outside"
+                " the server, e.g. by a bucket lifecycle rule); upload the file again"
+            ) from exc
         self.new_parts.append([self.part_no, len(part), result["ETag"]])
         self.part_no += 1
 

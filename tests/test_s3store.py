@@ -389,3 +389,19 @@ def test_a_missing_bucket_is_refused_by_name(s3_env):  # noqa: F811
         store.claim()
     with pytest.raises(StagingRefused, match=r"c\.S3Store\.bucket"):
         S3Store(endpoint_url=s3_env.endpoint_url).claim()
+
+
+def test_a_multipart_upload_aborted_behind_the_stores_back_is_not_found(make):
+    """A bucket lifecycle rule (AbortIncompleteMultipartUpload) may abort an upload's
+    multipart upload: its next write is refused as not found (404), never a 500."""
+    store = make()
+    data = body(12 * MiB)
+    uid = store.new_upload(FileInfo(size=len(data)))
+    write(store, uid, 0, data[: 6 * MiB])
+    listed = make.client.list_multipart_uploads(Bucket=make.bucket, Prefix=store.staging + uid)
+    (upload,) = listed["Uploads"]
+    make.client.abort_multipart_upload(
+        Bucket=make.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+    )
+    with pytest.raises(UploadNotFound, match="lifecycle rule"):
+        write(store, uid, 6 * MiB, data[6 * MiB :])
