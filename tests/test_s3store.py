@@ -405,3 +405,14 @@ def test_a_multipart_upload_aborted_behind_the_stores_back_is_not_found(make):
     )
     with pytest.raises(UploadNotFound, match="lifecycle rule"):
         write(store, uid, 6 * MiB, data[6 * MiB :])
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    docs = Path(__file__).parent.parent / "docs"
+    for page in ("settings.md", "object-storage.md"):
+        text = (docs / page).read_text()
+        for name, trait in S3Store.class_own_traits(config=True).items():
+            assert f"| `{name}` |" in text, f"docs/{page} lacks S3Store.{name}"
+            assert trait.help, f"S3Store.{name} has no help string"
