@@ -251,7 +251,6 @@ class S3Store(LoggingConfigurable):
         self.allow_hidden = allow_hidden
         self._client = client
         self._client_lock = threading.Lock()
-        self._locker = MemoryLocker()
         self._quarantined: dict[str, str] = {}
         self._activity: dict[str, float] = {}  # id -> when its record was last written
         self._conditional: bool | None = {"on": True, "off": False}.get(self.conditional_writes)
@@ -643,6 +642,15 @@ class S3Store(LoggingConfigurable):
         return io.BufferedReader(raw, buffer_size=READ_BLOCK)
 
     # ------------------------------------------------------------------ locks
+
+    @property
+    def _locker(self) -> MemoryLocker:
+        """The locks of this staging area in this process: shared by every S3Store
+        object over the same endpoint, bucket and staging prefix, so two of them (the
+        server's and a script's in one process) exclude each other as file locks do."""
+        where = (self.endpoint_url or "", self.bucket, self.staging)
+        with _LOCKERS_GUARD:
+            return _LOCKERS.setdefault(where, MemoryLocker())
 
     def lock(self, upload_id: str, timeout: float | None = None) -> MemoryLock:
         """The upload's lock, not yet taken (``with store.lock(id): ...``), held in
@@ -1368,6 +1376,10 @@ class S3Store(LoggingConfigurable):
                 return f"completed {info.id} whose bytes had all arrived; {exc}"
             return f"completed {info.id} whose bytes had all arrived"
         return line
+
+
+_LOCKERS: dict[tuple[str, str, str], MemoryLocker] = {}
+_LOCKERS_GUARD = threading.Lock()
 
 
 class _PartSink:

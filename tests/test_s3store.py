@@ -416,3 +416,15 @@ def test_every_setting_is_documented():
         for name, trait in S3Store.class_own_traits(config=True).items():
             assert f"| `{name}` |" in text, f"docs/{page} lacks S3Store.{name}"
             assert trait.help, f"S3Store.{name} has no help string"
+
+
+def test_two_store_objects_over_one_prefix_share_its_locks(make):
+    """In one process, every S3Store over the same bucket and prefix sees the same
+    locks (across processes: one server per prefix, docs/object-storage.md)."""
+    first, second = make(), make()
+    uid = first.new_upload(FileInfo(size=1))
+    with first.lock(uid, timeout=0):
+        assert not second.lock(uid).acquire(blocking=False)
+    lock = second.lock(uid)
+    assert lock.acquire(blocking=False)
+    lock.release()
