@@ -84,6 +84,7 @@ class SeaweedS3:
         self.secret_key = secrets.token_urlsafe(24)
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self._ports: list[int] = []
         # Unix socket paths are limited to ~107 bytes: a short folder of their own.
         self._sockets = tempfile.mkdtemp(prefix="weed-")
 
@@ -111,6 +112,7 @@ class SeaweedS3:
         names += ["s3", "s3.grpc", "metrics"]
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
         ports["admin"], ports["admin.grpc"] = _free_pair()
+        self._ports = sorted(ports.values())
         self.port = ports["s3"]
         config = self.directory / "s3.json"
         config.write_text(
@@ -163,7 +165,6 @@ class SeaweedS3:
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 (kept for the process)
         self.process = subprocess.Popen(
             self.command(),
-            # weed puts a Unix socket per gRPC port in the temp folder: ours, removed
             env={**os.environ, "TMPDIR": self._sockets},
             cwd=self.directory,
             stdout=log,
@@ -238,6 +239,11 @@ class SeaweedS3:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         shutil.rmtree(self._sockets, ignore_errors=True)
+        # weed names a Unix socket in /tmp after each of its ports (removed on a clean
+        # stop, left by a SIGKILL): those of our ports are ours to remove
+        for port in self._ports:
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                path.unlink(missing_ok=True)
 
     def __enter__(self) -> SeaweedS3:
         return self.start()
