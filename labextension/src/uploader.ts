@@ -900,7 +900,13 @@ export class TusUploader {
         if (limit !== null) {
           this._serverLimit = limit;
           const upload = item.upload;
-          if (single && upload && (upload.options.chunkSize ?? Infinity) > limit) {
+          // (After a 413, _shrinkChunks sizes the retry from the body that was refused.)
+          if (
+            single &&
+            upload &&
+            status !== 413 &&
+            (upload.options.chunkSize ?? Infinity) > limit
+          ) {
             upload.options.chunkSize = limit;
           }
         }
@@ -959,14 +965,13 @@ export class TusUploader {
     }
     const status = response?.getStatus();
     const fromTus = !!response?.getHeader(TUS_RESUMABLE);
-    if (
-      status === 413 &&
-      !fromTus &&
-      request.getMethod() === 'POST' &&
-      request.getHeader('Content-Type') === 'application/offset+octet-stream'
-    ) {
-      // A creation carrying the file (creation-with-upload) refused by a proxy's body
-      // limit, not by the server's maximum size.
+    const withBody =
+      request.getMethod() === 'PATCH' ||
+      request.getHeader('Content-Type') === 'application/offset+octet-stream';
+    const chunkLimit = response ? serverChunkLimit(name => response!.getHeader(name)) : null;
+    if (status === 413 && withBody && (!fromTus || chunkLimit !== null)) {
+      // A body refused by a proxy's body limit (no tus answer), or by the server's own
+      // chunk limit (it says it): not a file over the server's maximum size.
       return { kind: 'too-large-chunk', status, response, request };
     }
     const kind = classifyFailure(request.getMethod(), status, fromTus);
@@ -1025,6 +1030,16 @@ export class TusUploader {
     const current = upload.options.chunkSize ?? Infinity;
     const offset = Number(request?.getHeader('Upload-Offset') ?? item.sent);
     const refused = bodySize(current, Number.isFinite(offset) ? offset : 0, item.size);
+    // The server's own limit (its 413 says it): chunks of that from now on; the server
+    // says it on every answer, so there is nothing to remember here.
+    const limit = this._serverLimit;
+    if (limit !== null && limit < refused) {
+      upload.options.chunkSize = limit;
+      upload.options.uploadDataDuringCreation =
+        !!upload.options.uploadDataDuringCreation && item.size <= limit;
+      item.chunkNote = `chunks of ${formatBytes(limit)} (server limit)`;
+      return true;
+    }
     const next = chunkAfter413(refused, settings.minChunkSize);
     if (next === null) {
       return false;

@@ -10,29 +10,24 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from ..browser.test_filebrowser_upload import TusLog
 from ..browser.test_uploads_panel import left_a_while_ago, script_upload
 from ..servers import JupyterProcess
 from ..wire import WireCounter
+from .conftest import TIMEOUT
 
 MiB = 1024 * 1024
 SIZE = 50 * 1000 * 1000
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "test-results"
 DOCS_SCREENSHOT = REPO / "docs" / "images" / "notebook-widget.png"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]  # fmt: skip
-TIMEOUT = 120_000  # ms, for what waits on JupyterLab, the kernel or an upload
 expect.set_options(timeout=TIMEOUT)
 
 REPORT = """\
@@ -87,30 +82,6 @@ def lab(tmp_path_factory):
     args = [f"--LabApp.workspaces_dir={base / 'workspaces'}"]
     with JupyterProcess(root, app="lab", args=args) as server:
         yield server
-
-
-@pytest.fixture
-def in_browser(lab):
-    """Run ``scenario(page)`` in a fresh chromium, on a thread of its own: Playwright's
-    sync API runs an event loop while it is open, which must not meet pytest-jupyter's
-    (or another module's open Playwright) on the main thread."""
-
-    def run(scenario: Callable[[Page], None]) -> None:
-        def in_thread() -> None:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                try:
-                    page = browser.new_context().new_page()
-                    page.set_default_timeout(TIMEOUT)
-                    page.on("dialog", lambda dialog: dialog.accept())  # "leave?" on reload
-                    scenario(page)
-                finally:
-                    browser.close()
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright") as pool:
-            pool.submit(in_thread).result()
-
-    return run
 
 
 def open_notebook(page: Page, lab: JupyterProcess, name: str) -> None:

@@ -550,6 +550,19 @@ describe("the server's chunk limit (max_chunk_size)", () => {
     expect(Math.max(...h.server.requests.map(r => r.bodySize))).toBe(100_000);
     expect(sameBytes(h.server.files.get('limited.bin'), file)).toBe(true);
   });
+  it("is learned from the server's 413 on a body sent before it was known", async () => {
+    const h = harness({ chunkSize: 1024 * KiB });
+    h.server.maxChunkSize = 100_000;
+    // Fits one chunk: sent whole in its creation request, which the server refuses.
+    const file = fakeFile('refused-once.bin', 250_000);
+    expect(await settle(h.uploader.upload(file, ''))).toBe(true);
+    const refused = h.server.requests.filter(r => r.status === 413);
+    expect(refused.map(r => [r.method, r.bodySize])).toEqual([['POST', 250_000]]);
+    expect(Math.max(...h.server.requests.filter(r => r.status !== 413).map(r => r.bodySize))).toBe(
+      100_000
+    );
+    expect(sameBytes(h.server.files.get('refused-once.bin'), file)).toBe(true);
+  });
   it('is learned from the first answer when the probe did not say it', async () => {
     const h = harness({ chunkSize: 1024 * KiB });
     h.server.maxChunkSize = 100_000;
