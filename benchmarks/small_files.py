@@ -1,75 +1,31 @@
 """Many small files dropped on JupyterLab's file browser, stock upload vs tus, in the same
 run (issue 10's "no slower than stock"): wall time from the drop (DevTools drag emulation,
 real file-system entries) to every file on disk and listed, interleaved rounds, and the
-longest main-thread task (PerformanceObserver 'longtask') while tus uploads.
+longest main-thread task (PerformanceObserver 'longtask') of each. The same measure as
+tests/browser/test_small_files.py (which asserts it), with more rounds and other sizes.
 
     .venv/bin/python benchmarks/small_files.py --count 200 --size 10000 --rounds 2
 
 "stock" sets the extension's ``sizeThreshold`` above the file size (JupyterLab's own
 upload), "tus" sets it to 0. Not part of ``make test``: on a shared machine the ratio
-moves with the load; run it on a quiet one. The browser test that asserts the ratio
-belongs in tests/browser once the Uploads panel renders a drop of many files as one
-batch row (``UploadBatch``): its per-row rendering is most of the gap today.
+moves with the load; run it on a quiet one.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.browser.conftest import CHROMIUM_ARGS, Lab, chromium_path  # noqa: E402
-from tests.browser.test_filebrowser_upload import drop_on_file_browser  # noqa: E402
-
-LONG_TASKS = """
-window.__longTasks = [];
-new PerformanceObserver(list => {
-  for (const e of list.getEntries()) window.__longTasks.push(e.duration);
-}).observe({type: 'longtask', buffered: true});
-"""
-
-
-def drop_and_time(browser: Browser, lab: Lab, folder: str, files: list[Path], size: int):
-    dest = lab.root / folder
-    dest.mkdir()
-    (dest / "README.md").write_text("# here\n")
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    context.add_init_script(LONG_TASKS)
-    page: Page = context.new_page()
-    page.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())
-    page.goto(f"{lab.url}lab/tree/{folder}?token={lab.process.token}")
-    page.wait_for_selector("body[data-jupyter-tus]", state="attached", timeout=60_000)
-    page.locator(".jp-DirListing-itemText", has_text="README.md").wait_for()
-    page.evaluate("window.__longTasks = []")
-    t0 = time.perf_counter()
-    drop_on_file_browser(page, files)
-    page.wait_for_function(
-        "n => document.querySelectorAll('.jp-FileBrowser .jp-DirListing-item').length >= n",
-        arg=len(files) + 1,
-        timeout=300_000,
-    )
-    while True:
-        try:
-            if all((dest / f.name).stat().st_size == size for f in files):
-                break
-        except FileNotFoundError:
-            pass
-        page.wait_for_timeout(20)
-    seconds = time.perf_counter() - t0
-    longest = max(page.evaluate("window.__longTasks"), default=0)
-    context.close()
-    for f in files:
-        assert (dest / f.name).read_bytes() == f.read_bytes(), f.name
-    return seconds, longest
+from tests.browser.test_small_files import drop_and_time, small_files  # noqa: E402
 
 
 def main() -> int:
@@ -80,13 +36,7 @@ def main() -> int:
     ap.add_argument("--server-args", nargs="*", default=[], help="e.g. --TusApp.durability=never")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="small-files-"))
-    src = base / "src"
-    src.mkdir()
-    files = []
-    for i in range(args.count):
-        f = src / f"small-{i:04d}.bin"
-        f.write_bytes(os.urandom(args.size))
-        files.append(f)
+    files = small_files(base / "src", args.count, args.size)
     lab = Lab(base / "lab", args=args.server_args)
     lab.process.start()
     times: dict[str, list[float]] = {"stock": [], "tus": []}
@@ -98,9 +48,7 @@ def main() -> int:
                 for mode in ("stock", "tus"):
                     threshold = args.size + 1 if mode == "stock" else 0
                     lab.set_settings(keepFileHandles=False, sizeThreshold=threshold)
-                    seconds, long_task = drop_and_time(
-                        browser, lab, f"{mode}-{rnd}", files, args.size
-                    )
+                    seconds, long_task, _ = drop_and_time(browser, lab, f"{mode}-{rnd}", files)
                     times[mode].append(seconds)
                     longest[mode].append(long_task)
                     print(
