@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from ..wire import WireCounter
+from ..wire import Relay
 from .conftest import Lab, MiB, random_file, sha256, wait_until
 from .test_filebrowser_upload import TusLog, named_copy, row, upload_with_button, wait_progress
 
@@ -100,7 +100,7 @@ def test_a_link_that_drops_every_few_seconds_still_lands(lab: Lab, browser, tmp_
     digest = random_file(src, 480 * MiB)
     size = src.stat().st_size
     lab.set_settings(keepFileHandles=False)
-    with WireCounter(lab.process.port) as wire:
+    with Relay(lab.process.port) as wire:
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         page = context.new_page()
         page.on("dialog", lambda d: d.accept() if d.type == "beforeunload" else d.dismiss())

@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from ..browser.test_filebrowser_upload import TusLog
 from ..browser.test_uploads_panel import left_a_while_ago, script_upload
 from ..servers import JupyterProcess
-from ..wire import WireCounter
+from ..wire import Relay
 from .conftest import TIMEOUT
 
 MiB = 1024 * 1024
@@ -407,7 +407,7 @@ def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
         "import hashlib, jupyter_tus\nw = jupyter_tus.UploadWidget(path='flaky')\nw",
         REPORT,
     )
-    with WireCounter(lab.port) as wire:
+    with Relay(lab.port) as wire:
         cdp = page.context.new_cdp_session(page)
         cdp.send("Network.enable")
 

@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from ..servers import BIN, wait_until
-from ..test_cli import BodyLimitProxy, Relay, file_sha256, json_lines, write_random
+from ..test_cli import BodyLimitProxy, file_sha256, json_lines, write_random
+from ..wire import Relay
 from .conftest import MAX_SIZE, USER, Hub
 
 MiB = 1024 * 1024
