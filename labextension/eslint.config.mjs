@@ -70,24 +70,5 @@ export default defineConfig([
       'prefer-arrow-callback': 'error'
     }
   },
-  {
-    // Template rules that existing code in these files breaks: warnings until
-    // they are fixed there (issue 14), errors everywhere else.
-    files: ['src/core.ts', 'src/index.ts', 'src/panel.ts', 'src/uploader.ts', 'widget/index.ts'],
-    rules: {
-      '@typescript-eslint/naming-convention': [
-        'warn',
-        {
-          selector: 'interface',
-          format: ['PascalCase'],
-          custom: {
-            regex: '^I[A-Z]',
-            match: true
-          }
-        }
-      ],
-      'prefer-const': 'warn'
-    }
-  },
   prettierRecommended
 ]);

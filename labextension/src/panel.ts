@@ -85,6 +85,9 @@ interface IRowView {
  * done, which would cost the page more than their uploads (hundreds of rows to lay out).
  */
 const MANY_FILES = 20;
+
+/** Ids of the rows' status lines (aria-describedby), unique in the page. */
+let statusIds = 0;
 const QUIET_IN_A_BATCH: readonly string[] = ['queued', 'done', 'cancelled'];
 
 /** Everything `_updateRow` draws from a view, as one string. */
@@ -107,7 +110,7 @@ export class UploadPanel extends Panel {
     this._uploader = options.uploader;
     this._dismissed = new DismissedIds(typeof localStorage === 'undefined' ? null : localStorage);
     this.addClass('jp-TusUploads');
-    this.id = `jp-tus-uploads-${Private.count++}`;
+    this.id = `jp-tus-uploads-${statusIds++}`;
     this.node.setAttribute('role', 'region');
     const headingId = `${this.id}-heading`;
     this.node.setAttribute('aria-labelledby', headingId);
@@ -510,7 +513,7 @@ export class UploadPanel extends Panel {
     bar.value = 0;
     const status = document.createElement('div');
     status.className = 'jp-TusUpload-status';
-    status.id = `${this.id}-status-${Private.count++}`;
+    status.id = `${this.id}-status-${statusIds++}`;
     bar.setAttribute('aria-describedby', status.id);
     li.append(top, bar, status);
     return li;
@@ -669,8 +672,4 @@ export class UploadPanel extends Panel {
   private _landedTimer = 0;
   /** Uploads cancelled here (their server record goes away). */
   private _terminated = new Set<string>();
-}
-
-namespace Private {
-  export let count = 0;
 }

@@ -33,15 +33,15 @@ import { TusUploader, UploadItem, probeEndpoint } from '../src/uploader';
 import STYLE from './widget.css';
 
 /** The part of anywidget's model this view uses. */
-interface Model {
+interface IModel {
   get(name: string): any;
   on(event: string, callback: () => void): void;
   off(event: string, callback: () => void): void;
   send(content: Record<string, unknown>): void;
 }
 
-interface RenderProps {
-  model: Model;
+interface IRenderProps {
+  model: IModel;
   el: HTMLElement;
 }
 
@@ -82,7 +82,7 @@ function baseUrl(config: Record<string, any>): string {
 }
 
 /** The creation endpoint, spelled as the file browser spells it (the fingerprint has it). */
-function endpointFor(model: Model, config: Record<string, any>): string {
+function endpointFor(model: IModel, config: Record<string, any>): string {
   const explicit: string = model.get('endpoint');
   const url = explicit || baseUrl(config) + 'api/tus/uploads';
   return new URL(url, window.location.href).href.replace(/\/+$/, '');
@@ -150,7 +150,7 @@ class Rows {
   constructor(
     readonly list: HTMLElement,
     readonly uploader: TusUploader,
-    readonly model: Model
+    readonly model: IModel
   ) {
     uploader.changed.connect(this._schedule, this);
   }
@@ -395,7 +395,7 @@ class ServerRows {
   private _uploads: IServerUpload[] = [];
 }
 
-function render({ model, el }: RenderProps): () => void {
+function render({ model, el }: IRenderProps): () => void {
   addStyle();
   const config = pageConfig();
   const endpoint = endpointFor(model, config);
