@@ -8,7 +8,17 @@ from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Any, Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
+from traitlets import (
+    Any,
+    Bool,
+    CaselessStrEnum,
+    Float,
+    Int,
+    TraitError,
+    Type,
+    Unicode,
+    validate,
+)
 from traitlets.utils.importstring import import_item
 
 from .filestore import Durability, FileStore
@@ -16,7 +26,7 @@ from .handlers import handlers
 from .hooks import Hooks
 from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
 from .quotas import Quotas
-from .store import StagingRefused
+from .store import DataStore, StagingRefused, StorageUnavailable
 from .workspace import Workspace
 
 DEFAULT_STAGING = ".tus"
@@ -28,6 +38,20 @@ class TusApp(ExtensionApp):
     name = "jupyter_tus"
     description = __doc__
 
+    store_class = Type(
+        default_value=FileStore,
+        klass=object,
+        config=True,
+        help="""The store uploads are written to: a class or its import string.
+        'jupyter_tus.filestore.FileStore' (the default) stages them in staging_dir and
+        lands them in the server's root_dir; 'jupyter_tus.s3store.S3Store' writes them
+        into a bucket (configured with c.S3Store.*, see docs/object-storage.md). A
+        subclass of FileStore is built as the file store is; any other class as
+        store_class(parent=app, expiration=..., max_size=..., lock_timeout=...,
+        allow_hidden=...) and must offer jupyter_tus.store.DataStore. The extensions
+        the server advertises (Tus-Extension) and its checksum algorithms follow what
+        the store offers.""",
+    )
     staging_dir = Unicode(
         DEFAULT_STAGING,
         config=True,
@@ -188,20 +212,15 @@ class TusApp(ExtensionApp):
         return Path(self.serverapp.root_dir, os.path.expanduser(self.staging_dir)).absolute()
 
     def initialize_settings(self) -> None:
-        staging = self.staging_path
-        # Kernels started by this server inherit it: jupyter_tus.get_info() & co find
-        # the store without being told.
-        os.environ["JUPYTER_TUS_DIR"] = str(staging)
         root_dir = self.serverapp.root_dir
         allow_hidden = getattr(self.serverapp.contents_manager, "allow_hidden", False)
-        store = FileStore(
-            staging,
-            durability=self.durability,
-            expiration=self.expiration or None,
-            max_size=self.max_size or None,
-            lock_timeout=self.lock_wait,
-            workspace=Workspace(root_dir, allow_hidden=allow_hidden),
-        )
+        store = self.make_store(allow_hidden)
+        # Kernels started by this server inherit it: jupyter_tus.get_info() & co find
+        # the store without being told.
+        if isinstance(store, FileStore):
+            os.environ["JUPYTER_TUS_DIR"] = str(store.directory)
+        else:
+            os.environ.pop("JUPYTER_TUS_DIR", None)
         event_logger = self.serverapp.event_logger
         event_logger.register_event_schema(EVENT_SCHEMA_PATH)
         self.manager = UploadManager(
@@ -223,7 +242,7 @@ class TusApp(ExtensionApp):
         self.settings.update(jupyter_tus_manager=self.manager, jupyter_tus_config=self)
         try:
             store.claim()
-        except (StagingRefused, OSError) as exc:
+        except (StagingRefused, StorageUnavailable, OSError) as exc:
             # The endpoint stays, answering 503 with the reason, rather than vanish (404).
             self.manager.unavailable = f"uploads are unavailable: {exc}"
             self.log.error("jupyter-tus: %s", self.manager.unavailable)
@@ -231,7 +250,41 @@ class TusApp(ExtensionApp):
         if self.recover_on_start:
             self.manager.recover()
         self.manager.recount()
-        self.log.info("jupyter-tus: uploads staged in %s", staging)
+        self.log.info(
+            "jupyter-tus: uploads staged in %s",
+            getattr(store, "location", None) or getattr(store, "directory", store),
+        )
+
+    def make_store(self, allow_hidden: bool) -> DataStore:
+        """The store ``store_class`` names, built with the server's settings."""
+        cls = self.store_class
+        if issubclass(cls, FileStore):
+            return cls(
+                self.staging_path,
+                durability=self.durability,
+                expiration=self.expiration or None,
+                max_size=self.max_size or None,
+                lock_timeout=self.lock_wait,
+                workspace=Workspace(self.serverapp.root_dir, allow_hidden=allow_hidden),
+            )
+        if self.quota:
+            raise TraitError(
+                "TusApp.quota measures root_dir: it works with the file store only"
+                f" (TusApp.store_class is {cls.__module__}.{cls.__qualname__})"
+            )
+        store = cls(
+            parent=self,
+            expiration=self.expiration or None,
+            max_size=self.max_size or None,
+            lock_timeout=self.lock_wait,
+            allow_hidden=allow_hidden,
+        )
+        if not isinstance(store, DataStore):
+            raise TraitError(
+                f"TusApp.store_class {cls.__module__}.{cls.__qualname__} does not offer"
+                " jupyter_tus.store.DataStore"
+            )
+        return store
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())

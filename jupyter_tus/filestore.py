@@ -25,7 +25,6 @@ import contextlib
 import enum
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -33,12 +32,12 @@ import secrets
 import shutil
 import stat
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from .checksums import CHECKSUM_ALGORITHMS, new_hasher
 from .store import (
     Checksum,
     ChecksumMismatch,
@@ -80,34 +79,6 @@ class Durability(str, enum.Enum):
     ALWAYS = "always"  # at the end of every write: an acknowledged byte survives a power cut
     COMPLETE = "complete"  # when an upload completes, before it lands (the default)
     NEVER = "never"  # scratch disks: a power cut may lose acknowledged bytes
-
-
-class _Hasher:
-    """One interface over hashlib and zlib.crc32 (whose digest is 4 bytes, big-endian)."""
-
-    def __init__(self, algorithm: str) -> None:
-        self._crc: int | None = 0 if algorithm == "crc32" else None
-        self._hash = None if algorithm == "crc32" else hashlib.new(algorithm)
-
-    def update(self, data: bytes) -> None:
-        if self._hash is None:
-            self._crc = zlib.crc32(data, self._crc)
-        else:
-            self._hash.update(data)
-
-    def digest(self) -> bytes:
-        if self._hash is None:
-            return self._crc.to_bytes(4, "big")
-        return self._hash.digest()
-
-
-CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "sha512", "crc32")
-
-
-def new_hasher(algorithm: str) -> _Hasher:
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise ValueError(f"unsupported checksum algorithm {algorithm!r}")
-    return _Hasher(algorithm)
 
 
 def _open_file(path: str | os.PathLike, mode: str = "rb", buffering: int = -1) -> BinaryIO:
@@ -212,6 +183,9 @@ class UploadLock:
 
 class FileStore:
     """The store behind the server, usable on its own: see the module docstring."""
+
+    # What the protocol layer advertises for this store (tus checksum extension).
+    checksum_algorithms = CHECKSUM_ALGORITHMS
 
     def __init__(
         self,

@@ -31,13 +31,14 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from . import cors, ietf, metrics, protocol
-from .filestore import CHECKSUM_ALGORITHMS, Durability, FileChunkWriter, UploadLock
+from .filestore import Durability
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
 from .quotas import QuotaExceeded, StagingFull
 from .store import (
     ChecksumMismatch,
+    ChunkWriter,
     DestinationExists,
     DestinationRefused,
     FileInfo,
@@ -47,11 +48,13 @@ from .store import (
     LengthAlreadyDeclared,
     OffsetMismatch,
     StagingRefused,
+    StorageUnavailable,
     StoreError,
     UploadExpired,
     UploadGone,
     UploadIncomplete,
     UploadLocked,
+    UploadLockLike,
     UploadNotFound,
     UploadNotPatchable,
     UploadQuarantined,
@@ -78,6 +81,7 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     LandingFailed: 503,
     UploadQuarantined: 503,
     StagingRefused: 503,
+    StorageUnavailable: 503,
     HookFailed: 500,
     StagingFull: 507,
     QuotaExceeded: 507,
@@ -166,10 +170,11 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.request.method = override.strip().upper()
         self._refusal: web.HTTPError | None = None
         self._drained = 0
-        self._writer: FileChunkWriter | None = None
-        self._lock: UploadLock | None = None
+        self._writer: ChunkWriter | None = None
+        self._lock: UploadLockLike | None = None
         self._committing = False
         self._writing: asyncio.Future | None = None  # a piece being written in a thread
+        self._aborting: asyncio.Future | None = None  # an object store's abort, in a thread
         self._piece_error: StoreError | None = None
         self._overflow_info: FileInfo | None = None  # committed when a body ran past
         self._last_data = time.monotonic()
@@ -338,6 +343,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._last_data = time.monotonic()
         if (
             TusHandler._streaming == 1
+            and not self.manager.blocking_io  # an object store's write may send a part
             and self._durability is not Durability.COMPLETE
             and writer.fits(len(chunk))  # else the write commits: never on the loop
         ):
@@ -355,7 +361,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         )
         return self._writing
 
-    def _write_piece(self, writer: FileChunkWriter, chunk: bytes) -> None:
+    def _write_piece(self, writer: ChunkWriter, chunk: bytes) -> None:
         """In a worker thread. A refusal (too long, disk full) is taken up on the loop.
 
         A body that runs past the upload's length (one without Content-Length, which
@@ -392,7 +398,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         if exc is not None:
             self._refuse(exc)  # the bytes that fitted are kept; drain the rest
 
-    def start_writing(self, writer: FileChunkWriter) -> None:
+    def start_writing(self, writer: ChunkWriter) -> None:
         """Stream the body into ``writer``; end it if the client goes quiet too long."""
         self._writer = writer
         TusHandler._streaming += 1
@@ -428,14 +434,30 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self._writing.add_done_callback(lambda _: self._release())
             return
         self._stop_writing()
+        if self._aborting is not None and not self._aborting.done():
+            self._aborting.add_done_callback(lambda _: self._unlock())
+            return
         self._unlock()
 
     def _stop_writing(self) -> None:
         writer = self._take_writer()
-        if writer is not None:
+        if writer is None:
+            return
+        if not self.manager.blocking_io:
             self.manager.track(writer.abort())
+            return
+        # An object store's abort puts the tail and the record: in a thread, and the
+        # lock is released only after it (``_release``).
+        self._aborting = asyncio.get_running_loop().run_in_executor(None, writer.abort)
+        self._aborting.add_done_callback(functools.partial(self._aborted, writer))
 
-    def _take_writer(self) -> FileChunkWriter | None:
+    def _aborted(self, writer: ChunkWriter, future: asyncio.Future) -> None:
+        try:
+            self.manager.track(future.result())
+        except Exception as exc:  # kept for recovery; the next request sees the store
+            self.log.warning("upload %s: keeping what arrived failed: %s", writer.info.id, exc)
+
+    def _take_writer(self) -> ChunkWriter | None:
         writer, self._writer = self._writer, None
         if writer is not None:
             TusHandler._streaming -= 1
@@ -466,15 +488,16 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return info
 
     @property
-    def _durability(self) -> Durability:
-        return self.manager.store.durability
+    def _durability(self) -> Durability | None:
+        return self.manager.durability
 
-    def _commit_is_cheap(self, writer: FileChunkWriter) -> bool:
+    def _commit_is_cheap(self, writer: ChunkWriter) -> bool:
         """Nothing to fsync, record or land: a PATCH that leaves the upload unfinished,
         without a checksum, unless durability is 'always'."""
         info = writer.info
         return (
-            self._durability is not Durability.ALWAYS
+            not self.manager.blocking_io  # an object store's commit puts a record
+            and self._durability is not Durability.ALWAYS
             and info.unverified_from is None
             and writer.declares is None
             and (info.size is None or writer.start + writer.written < info.size)
@@ -491,17 +514,22 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         without their commit is completed, a failed move retried (the caller holds
         the lock). So HEAD never says offset == length of an upload that has not
         landed, unless its move waits for a retry (503 then) or was refused (403)."""
-        store = self.manager.store
-        info = store.get_info(upload_id)
-        if store.needs_settling(info):
+        manager = self.manager
+        if manager.blocking_io:  # every step a request to the object store
+            info = await self._run(manager.get_info, upload_id)
+        else:
+            info = manager.get_info(upload_id)
+        if manager.needs_settling(info):
             try:
-                info, landed = await self._run(self.manager.settle, info)
+                info, landed = await self._run(manager.settle, info)
             except LandingRefused:
-                self.manager.refused(store.get_info(upload_id))
+                self.manager.refused(await self._run(manager.get_info, upload_id))
                 raise
             if landed:
                 self.manager.completed(info)
-        return self.manager.check(info)
+        if manager.blocking_io:
+            return await self._run(manager.check, info)
+        return manager.check(info)
 
     # ------------------------------------------------------------------ lock
 
@@ -551,12 +579,27 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             cors.answer_preflight(self)
             return
         self.set_header("Tus-Version", ",".join(protocol.SUPPORTED_VERSIONS))
-        self.set_header("Tus-Extension", ",".join(protocol.EXTENSIONS))
-        self.set_header("Tus-Checksum-Algorithm", ",".join(CHECKSUM_ALGORITHMS))
+        self.set_header("Tus-Extension", ",".join(self.manager.extensions))
+        if self.manager.checksum_algorithms:
+            self.set_header("Tus-Checksum-Algorithm", ",".join(self.manager.checksum_algorithms))
         if self.tus_config.max_size:
             self.set_header("Tus-Max-Size", str(self.tus_config.max_size))
         self.set_status(204)
         self.finish()
+
+    def parse_checksum(self) -> Any:
+        """The request's ``Upload-Checksum``, in an algorithm the store verifies."""
+        return protocol.parse_checksum(
+            self.request.headers.get("Upload-Checksum"), self.manager.checksum_algorithms
+        )
+
+    def require_extension(self, name: str, what: str) -> None:
+        """Refuse (400) a request that needs an extension the store does not offer."""
+        if name not in self.manager.extensions:
+            raise protocol.InvalidHeader(
+                f"{what}: this server's store does not offer the {name} extension"
+                f" (Tus-Extension: {','.join(self.manager.extensions)})"
+            )
 
     def require_content_type(self) -> None:
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
@@ -575,7 +618,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         max_size = self.tus_config.max_size
         if max_size and size > max_size:
             raise UploadTooLarge(f"Upload-Length {size} exceeds Tus-Max-Size {max_size}")
-        self.manager.store.check_free_space(size - offset)
+        self.manager.check_free_space(size - offset)
 
     def check_body_size(self) -> None:
         """A body announced (Content-Length) over ``max_chunk_size`` is refused before a
@@ -591,9 +634,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     def open_writer(
         self, upload_id: str, offset: int, checksum: Any, length: int | None = None
-    ) -> FileChunkWriter:
+    ) -> ChunkWriter:
         """The store's writer for this body, bounded by ``max_chunk_size``."""
-        return self.manager.store.open_writer(
+        return self.manager.open_writer(
             upload_id, offset, checksum, length=length, limit=self.tus_config.max_chunk_size or None
         )
 
@@ -619,6 +662,8 @@ class UploadsHandler(TusHandler):
             await ietf.prepare_creation(self)
             return
         headers = self.request.headers
+        if headers.get("Upload-Concat") is not None:
+            self.require_extension("concatenation", "Upload-Concat")
         concat = protocol.parse_concat(headers.get("Upload-Concat"))
         metadata = protocol.parse_metadata(headers.get("Upload-Metadata"))
         size = self._parse_length(concat is not None and concat[0] == "final")
@@ -639,7 +684,7 @@ class UploadsHandler(TusHandler):
                 raise UploadNotPatchable("a final concatenation takes no body")
             self.require_content_type()
             self.check_body_fits(self._info, 0)
-            checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+            checksum = self.parse_checksum()
             if self._info.is_complete:  # an empty file, complete at creation
                 self._takes_no_body = True  # a chunked body may still bring bytes
                 return
@@ -654,6 +699,7 @@ class UploadsHandler(TusHandler):
         if length is not None and defer is not None:
             raise protocol.InvalidHeader("send Upload-Length or Upload-Defer-Length, not both")
         if defer is not None:
+            self.require_extension("creation-defer-length", "Upload-Defer-Length")
             if defer.strip() != "1":
                 raise protocol.InvalidHeader("Upload-Defer-Length must be 1")
             return None
@@ -692,7 +738,7 @@ class UploadsHandler(TusHandler):
         if self._final_of is not None:
             await self.lock(info.id)
             try:
-                info = await self._run(self.manager.store.concat_uploads, info.id, self._final_of)
+                info = await self._run(self.manager.concatenate, info.id, self._final_of)
             except StoreError:
                 self.manager.refresh(info.id)
                 raise
@@ -743,6 +789,12 @@ class UploadHandler(TusHandler):
             await ietf.prepare_upload_request(self, upload_id)
         elif method == "PATCH":
             await self._prepare_patch(upload_id)
+        elif method == "DELETE" and "termination" not in self.manager.extensions:
+            # as tusd, whose router has no DELETE route without a Terminater
+            self._error_headers["Allow"] = "OPTIONS, HEAD, PATCH, GET"
+            raise protocol.MethodNotAllowed(
+                "this server's store does not offer the termination extension"
+            )
         elif method in ("HEAD", "DELETE"):
             await self.lock(upload_id)
 
@@ -751,7 +803,7 @@ class UploadHandler(TusHandler):
         self.require_content_type()
         self.check_body_size()
         offset = protocol.parse_non_negative("Upload-Offset", headers.get("Upload-Offset"))
-        checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+        checksum = self.parse_checksum()
         length = headers.get("Upload-Length")
         await self.lock(upload_id)
         info = await self.current_info(upload_id)
@@ -827,9 +879,9 @@ class UploadHandler(TusHandler):
             await ietf.answer_offset(self, upload_id)
             return
         self.raise_refusal()
-        info = self.manager.get_complete_info(upload_id)
+        info = await self._run(self.manager.get_complete_info, upload_id)
         # opening is checked (never a FIFO, never through a symlink), but off the loop
-        reader = await self._run(self.manager.store.get_reader, upload_id)
+        reader = await self._run(self.manager.get_reader, upload_id)
         remaining = info.size or 0
         with reader:
             filetype = info.metadata.get("filetype", "").lower()
@@ -844,7 +896,8 @@ class UploadHandler(TusHandler):
                 "Content-Disposition",
                 f"{disposition}; filename=\"{quoted}\"; filename*=UTF-8''{quoted}",
             )
-            while remaining and (block := reader.read(min(READ_BLOCK, remaining))):
+            # each read off the loop: a disk read, or a network read from a bucket
+            while remaining and (block := await self._run(reader.read, min(READ_BLOCK, remaining))):
                 remaining -= len(block)
                 self.write(block)
                 await self.flush()

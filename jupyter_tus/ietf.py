@@ -432,7 +432,7 @@ async def prepare_creation(handler: UploadsHandler) -> None:
     send_interim(handler, draft, location)
     if body == 0:
         return
-    checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+    checksum = handler.parse_checksum()
     if info.is_complete:  # an empty file, complete at creation
         handler._takes_no_body = True  # a chunked body may still bring bytes
         return
@@ -483,9 +483,9 @@ async def _complete_if_asked(handler: TusHandler, draft: Draft, info: FileInfo) 
     if manager.quotas.enabled:
         await handler._run(manager.check_length, info, info.offset)
     try:
-        info = await handler._run(manager.store.declare_length, info.id, info.offset)
+        info = await handler._run(manager.declare_length, info.id, info.offset)
     except LandingRefused:
-        manager.refused(manager.store.get_info(info.id))
+        manager.refused(await handler._run(manager.get_info, info.id))
         raise
     except StoreError:
         manager.refresh(info.id)
@@ -542,7 +542,7 @@ async def prepare_append(handler: TusHandler, draft: Draft, upload_id: str) -> N
         complete = False
     draft.complete = complete
     handler.check_body_size()
-    checksum = protocol.parse_checksum(headers.get("Upload-Checksum"))
+    checksum = handler.parse_checksum()
     stated = sf_integer(headers, "Upload-Length")
     body = _body_length(handler)
     await handler.lock(upload_id)

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import destinations, hooks, metrics, summary
-from .filestore import FileStore, UploadLock
+from . import destinations, hooks, metrics, protocol, summary
 from .hooks import HookFailed, HookRefused, Hooks, RequestContext
 from .quotas import Quotas
 from .store import (
+    Checksum,
+    ChunkWriter,
+    DataStore,
     FileInfo,
     LandingFailed,
     LandingRefused,
@@ -29,6 +31,7 @@ from .store import (
     UploadExpired,
     UploadIncomplete,
     UploadLocked,
+    UploadLockLike,
     UploadNotFound,
     UploadNotPatchable,
 )
@@ -43,7 +46,7 @@ class UploadManager:
 
     def __init__(
         self,
-        store: FileStore,
+        store: DataStore,
         root_dir: str,
         *,
         allow_hidden: bool = False,
@@ -75,6 +78,61 @@ class UploadManager:
         self._under_way: dict[str, tuple[int | None, int]] = {}
         self._staged = 0
         store.on_landing_failure = self._landing_failed
+        # What the server advertises: what the store offers (tusd's composer).
+        self.extensions = protocol.store_extensions(store)
+        self.checksum_algorithms = protocol.store_checksum_algorithms(store)
+        # Whether the store's writes, commits and reads may wait on the network (an
+        # object store): then none of them runs on the event loop.
+        self.blocking_io = not hasattr(store, "durability")
+
+    # ------------------------------------------------------------------ the store's operations
+    # What the handlers may do with the store; they never reach ``store`` itself. Each
+    # may block (disk or network): call them from a worker thread, except where said.
+
+    @property
+    def durability(self) -> Any:
+        """The file store's ``Durability`` (when it fsyncs), or None for a store that
+        has none (S3 acknowledges only durable bytes). No I/O."""
+        return getattr(self.store, "durability", None)
+
+    def open_writer(
+        self,
+        upload_id: str,
+        offset: int,
+        checksum: Checksum | None = None,
+        *,
+        length: int | None = None,
+        limit: int | None = None,
+    ) -> ChunkWriter:
+        """The store's writer for one body at ``offset`` (``store.open_writer``)."""
+        return self.store.open_writer(upload_id, offset, checksum, length=length, limit=limit)
+
+    def get_info(self, upload_id: str) -> FileInfo:
+        return self.store.get_info(upload_id)
+
+    def get_reader(self, upload_id: str) -> Any:
+        """A binary stream of the upload's bytes (``store.get_reader``)."""
+        return self.store.get_reader(upload_id)
+
+    def needs_settling(self, info: FileInfo) -> bool:
+        """Does ``settle`` have work to do for ``info``? No I/O."""
+        return self.store.needs_settling(info)
+
+    def check_free_space(self, size: int) -> None:
+        """InsufficientStorage (or UploadTooLarge) if ``size`` more bytes cannot be
+        stored; a store without the notion checks nothing."""
+        check = getattr(self.store, "check_free_space", None)
+        if check is not None:
+            check(size)
+
+    def declare_length(self, upload_id: str, size: int) -> FileInfo:
+        """Declare a deferred length (creation-defer-length); the caller holds the lock."""
+        return self.store.declare_length(upload_id, size)
+
+    def concatenate(self, final_id: str, partial_ids: list[str]) -> FileInfo:
+        """Fill the final upload from its partials and land it (concatenation); the
+        caller holds the final upload's lock."""
+        return self.store.concat_uploads(final_id, partial_ids)
 
     # ------------------------------------------------------------------ creation
 
@@ -115,11 +173,7 @@ class UploadManager:
         final_of: list[str] | None = None,
     ) -> FileInfo:
         """Check the destination and create the upload (not yet its bytes)."""
-        dest = (
-            None
-            if partial
-            else destinations.resolve(self.root_dir, metadata, allow_hidden=self.allow_hidden)
-        )
+        dest = None if partial else self.resolve_destination(metadata)
         info = FileInfo(
             size=size,
             metadata=metadata,
@@ -144,6 +198,16 @@ class UploadManager:
         info = self.store.get_info(upload_id)
         self.track(info)
         return info
+
+    def resolve_destination(self, metadata: dict[str, str]) -> Any:
+        """Where an upload with ``metadata`` lands (``.path``, ``.overwrite``), checked:
+        by the store when it names its own destinations (S3Store: a key under its
+        prefix), else in the workspace (``destinations.resolve``). None: it stays in
+        the store. Raises DestinationRefused or DestinationExists."""
+        resolve = getattr(self.store, "resolve_destination", None)
+        if resolve is not None:
+            return resolve(metadata, allow_hidden=self.allow_hidden)
+        return destinations.resolve(self.root_dir, metadata, allow_hidden=self.allow_hidden)
 
     def check_length(self, info: FileInfo, size: int) -> None:
         """Refuse a deferred length declared now (before the PATCH's body) if it does
@@ -171,9 +235,12 @@ class UploadManager:
         return f"{info.filename} -> {where}, {size}"
 
     def relative(self, path: str | None) -> str | None:
-        """A path as the contents API names it (relative to root_dir)."""
+        """A path as the contents API names it (relative to root_dir); a store's
+        relative path (S3Store: relative to its prefix) as it is."""
         if path is None:
             return None
+        if not os.path.isabs(path):
+            return Path(path).as_posix()
         try:
             return Path(path).relative_to(self.root_dir).as_posix()
         except ValueError:
@@ -237,7 +304,9 @@ class UploadManager:
 
     # ------------------------------------------------------------------ locking
 
-    async def acquire(self, upload_id: str, on_release_request: Callable[[], None]) -> UploadLock:
+    async def acquire(
+        self, upload_id: str, on_release_request: Callable[[], None]
+    ) -> UploadLockLike:
         """Take the upload's lock for one request.
 
         When another request of this server holds it (a PATCH on a connection that went
@@ -246,7 +315,13 @@ class UploadManager:
         lock = self.store.lock(upload_id)
         deadline = time.monotonic() + self.lock_wait
         asked = False
-        while not lock.acquire(blocking=False):
+        loop = asyncio.get_running_loop()
+
+        def take() -> bool:
+            return lock.acquire(blocking=False)
+
+        # (an object store's lock asks the store whether the upload exists: not here)
+        while not (await loop.run_in_executor(None, take) if self.blocking_io else take()):
             if not asked:
                 asked = self.store.request_release(upload_id)
                 if asked:

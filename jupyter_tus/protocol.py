@@ -11,8 +11,14 @@ import binascii
 import email.utils
 import re
 
-from .filestore import CHECKSUM_ALGORITHMS
-from .store import Checksum
+from .checksums import CHECKSUM_ALGORITHMS
+from .store import (
+    Checksum,
+    ConcaterDataStore,
+    ExpiringDataStore,
+    LengthDeclarableDataStore,
+    TerminaterDataStore,
+)
 
 TUS_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = (TUS_VERSION,)
@@ -25,6 +31,35 @@ EXTENSIONS = (
     "checksum",
     "expiration",
 )
+
+
+def store_extensions(store: object) -> tuple[str, ...]:
+    """The extensions a server over ``store`` advertises (Tus-Extension), in
+    ``EXTENSIONS`` order: creation and creation-with-upload always; the others only
+    when the store has the capability (``store``'s protocols, as tusd's composer
+    decides from the store's interfaces): ``creation-defer-length``
+    (LengthDeclarableDataStore), ``termination`` (TerminaterDataStore),
+    ``concatenation`` (ConcaterDataStore), ``checksum`` (a non-empty
+    ``checksum_algorithms``), ``expiration`` (ExpiringDataStore)."""
+    has = {
+        "creation": True,
+        "creation-with-upload": True,
+        "creation-defer-length": isinstance(store, LengthDeclarableDataStore),
+        "termination": isinstance(store, TerminaterDataStore),
+        "concatenation": isinstance(store, ConcaterDataStore),
+        "checksum": bool(store_checksum_algorithms(store)),
+        "expiration": isinstance(store, ExpiringDataStore),
+    }
+    return tuple(name for name in EXTENSIONS if has[name])
+
+
+def store_checksum_algorithms(store: object) -> tuple[str, ...]:
+    """The checksum algorithms ``store`` verifies (Tus-Checksum-Algorithm): its
+    ``checksum_algorithms`` (a subset of ``checksums.CHECKSUM_ALGORITHMS``), none if
+    it has no such attribute."""
+    return tuple(a for a in getattr(store, "checksum_algorithms", ()) if a in CHECKSUM_ALGORITHMS)
+
+
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 # The largest request body the server takes (``max_chunk_size``), for clients to read
 # before sending: the IETF resumable-upload draft's ``Upload-Limit`` (a structured-field
@@ -125,18 +160,23 @@ def parse_concat(value: str | None) -> tuple[str, list[str]] | None:
     raise InvalidHeader(f"Upload-Concat must be 'partial' or 'final;<urls>', got {value[:60]!r}")
 
 
-def parse_checksum(value: str | None) -> Checksum | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>``."""
+def parse_checksum(
+    value: str | None, algorithms: tuple[str, ...] = CHECKSUM_ALGORITHMS
+) -> Checksum | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>``; ``algorithms``: those the
+    store verifies (an other one, or any when there are none, is a 400)."""
     if value is None:
         return None
     parts = value.strip().split(" ")
     if len(parts) != 2:
         raise InvalidHeader("Upload-Checksum must be '<algorithm> <base64 digest>'")
     algorithm, encoded = parts[0].lower(), parts[1]
-    if algorithm not in CHECKSUM_ALGORITHMS:
+    if algorithm not in algorithms:
         raise InvalidHeader(
             f"checksum algorithm {algorithm[:20]!r} is not supported;"
-            f" use one of {', '.join(CHECKSUM_ALGORITHMS)}"
+            f" use one of {', '.join(algorithms)}"
+            if algorithms
+            else "this server verifies no checksums (no Upload-Checksum)"
         )
     try:
         digest = base64.b64decode(encoded, validate=True)

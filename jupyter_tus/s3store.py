@@ -300,6 +300,11 @@ class S3Store(LoggingConfigurable):
         return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     @property
+    def location(self) -> str:
+        """Where unfinished uploads are staged, as a URL: ``s3://<bucket>/<staging>``."""
+        return f"s3://{self.bucket}/{self.staging}"
+
+    @property
     def staging(self) -> str:
         staging = self.staging_prefix.strip("/")
         return f"{self.root}{staging}/" if staging else self.root
