@@ -319,6 +319,7 @@ export class TusUploader {
     this._connectivity = options.connectivity ?? browserConnectivity;
     this._urlStorage = options.urlStorage ?? defaultOptions.urlStorage;
     this._httpStack = options.httpStack ?? defaultOptions.httpStack;
+    this._uploadStack = notingBodies(this._httpStack, this._bodies);
     this._stallTimeout = options.stallTimeout ?? 60_000;
     this._changed.connect((_, item) => {
       if (item) {
@@ -388,15 +389,26 @@ export class TusUploader {
    */
   async adopt(url: string, size: number | null, file: File, folder: string): Promise<boolean> {
     const fp = fingerprint(file, this.endpoint, folder);
+    this._checkNotSending(fp, file.name, folder); // (before a stale URL is stored)
     await this._urlStorage.addUpload(fp, {
+      // null: a length the upload deferred (creation-defer-length), said when it ends.
       size,
       metadata: { filename: file.name, path: folder },
       creationTime: new Date().toString(),
-      uploadUrl: new URL(url, location.href).href,
+      // The list's URLs are path-only, under the server of the endpoint.
+      uploadUrl: new URL(url, this.endpoint).href,
       parallelUploadUrls: null,
       urlStorageKey: ''
     });
     return this.upload(file, folder);
+  }
+
+  /** Refuse a second upload of a file this uploader is sending (or waiting to send). */
+  private _checkNotSending(fp: string, name: string, folder: string): void {
+    const sending = ['queued', 'uploading', 'retrying', 'paused', 'elsewhere'];
+    if (this._items.some(i => i.fingerprint === fp && sending.includes(i.state))) {
+      throw new Error(`"${name}" is already being uploaded to ${folder || 'the top folder'}`);
+    }
   }
 
   /**
@@ -406,13 +418,9 @@ export class TusUploader {
    */
   async upload(file: File, folder: string, request: IUploadRequest = {}): Promise<boolean> {
     const fp = fingerprint(file, this.endpoint, folder);
+    this._checkNotSending(fp, file.name, folder);
     // An earlier entry for the same file becomes this upload.
     for (const old of this._items.filter(i => i.fingerprint === fp)) {
-      if (['queued', 'uploading', 'retrying', 'paused', 'elsewhere'].includes(old.state)) {
-        throw new Error(
-          `"${file.name}" is already being uploaded to ${folder || 'the top folder'}`
-        );
-      }
       if (old.state === 'failed' && old.upload) {
         // Picked again after a failure: this upload takes over (same server upload).
         await old.upload.abort(false);
@@ -446,19 +454,21 @@ export class TusUploader {
       return done; // cancelled meanwhile
     }
 
-    const upload = this._makeUpload(item, !!request.overwrite);
-    item.upload = upload;
     let previous: PreviousUpload[] = [];
     try {
-      previous = await upload.findPreviousUploads();
+      previous = await this._urlStorage.findUploadsByFingerprint(fp);
     } catch {
       previous = [];
     }
     if (item.state !== 'queued') {
       return done; // cancelled meanwhile
     }
+    previous.sort((a, b) => (a.creationTime < b.creationTime ? 1 : -1));
+    // An upload goes on as it was started (one upload or parallel parts, its length
+    // known or deferred), whatever the settings say now.
+    const upload = this._makeUpload(item, !!request.overwrite, previous[0]);
+    item.upload = upload;
     if (previous.length) {
-      previous.sort((a, b) => (a.creationTime < b.creationTime ? 1 : -1));
       upload.resumeFromPreviousUpload(previous[0]);
       item.uploadUrl = previous[0].uploadUrl;
       item.parallelUploadUrls = previous[0].parallelUploadUrls;
@@ -500,7 +510,7 @@ export class TusUploader {
       // Files sent whole in one request (a drop of many small files) may have more in
       // flight: each is one short request, and the browser keeps the next ones ready
       // for its connections instead of waiting for this code between two of them.
-      const limit = Math.max(1, this._options.maxConcurrent ?? 6);
+      const limit = this._maxConcurrent();
       const sendingNow = this._items.filter(i => i.state === 'uploading' || i.state === 'retrying');
       let sending = sendingNow.length;
       let big = sendingNow.filter(i => !this._oneRequest(i)).length;
@@ -510,6 +520,7 @@ export class TusUploader {
           this._waiting.shift(); // cancelled while waiting
           continue;
         }
+        this._fit(item); // (a limit learned while it waited may make it a chunked one)
         const small = this._oneRequest(item);
         if (sending >= limit * SMALL_FILES_FACTOR || (!small && big >= limit)) {
           break; // in the order they came
@@ -809,6 +820,42 @@ export class TusUploader {
     );
   }
 
+  /** Uploads sent in chunks at the same time (see IUploaderOptions.maxConcurrent). */
+  private _maxConcurrent(): number {
+    return Math.max(1, this._options.maxConcurrent ?? 6);
+  }
+
+  /** Chunked uploads sending now, but `except`. */
+  private _chunkedSending(except: UploadItem): number {
+    return this._items.filter(
+      i =>
+        i !== except && (i.state === 'uploading' || i.state === 'retrying') && !this._oneRequest(i)
+    ).length;
+  }
+
+  /**
+   * Before an upload (re)starts: its chunks within what a proxy's 413 or the server
+   * taught since it was made (while it waited its turn, or before a retry), so that no
+   * upload of a drop pays for a refused body the first one already paid for.
+   */
+  private _fit(item: UploadItem): void {
+    const limit = this._chunkSize();
+    if ((item.upload?.options.chunkSize ?? 0) > limit) {
+      this._setChunk(item, limit);
+    }
+  }
+
+  /** Chunks of `bytes` for `item`; a file sent whole in its creation request that does
+   * not fit any more is created empty and sent in chunks (resumable after a reload). */
+  private _setChunk(item: UploadItem, bytes: number): void {
+    const options = item.upload!.options;
+    options.chunkSize = bytes;
+    if (options.uploadDataDuringCreation && item.size > bytes) {
+      options.uploadDataDuringCreation = false;
+      options.storeFingerprintForResuming = true;
+    }
+  }
+
   /** Whether `item` goes in one request (its creation carries the whole file). */
   private _oneRequest(item: UploadItem): boolean {
     const options = item.upload?.options;
@@ -818,23 +865,34 @@ export class TusUploader {
     return this._options.settings().parallelUploads <= 1 && item.size <= this._chunkSize();
   }
 
-  private _makeUpload(item: UploadItem, overwrite: boolean): Upload {
+  /**
+   * The tus-js-client upload of `item`; `previous` is the stored upload it goes on with
+   * (found by fingerprint, or adopted from the server's list): a single upload goes on as
+   * one even when `parallelUploads` is set now (tus-js-client would create new parts and
+   * leave it), parallel parts as parts, and a deferred length (size null) as deferred.
+   */
+  private _makeUpload(item: UploadItem, overwrite: boolean, previous?: PreviousUpload): Upload {
     const settings = this._options.settings();
     const file = item.file!;
     const endpoint = this.endpoint;
     const folder = item.folder;
     const chunkSize = this._chunkSize();
+    const parts = previous
+      ? Math.max(1, previous.parallelUploadUrls?.length ?? 0)
+      : settings.parallelUploads;
     // The parts of a parallel upload get these callbacks too, with offsets of their own:
     // only the whole upload's progress (onProgress) counts then.
-    const single = settings.parallelUploads <= 1;
+    const single = parts <= 1;
+    const deferred = single && !!previous?.uploadUrl && previous.size === null;
     const options: UploadOptions = {
       endpoint,
       metadata: buildMetadata(file, folder, overwrite),
       chunkSize,
-      parallelUploads: settings.parallelUploads,
+      parallelUploads: parts,
+      uploadLengthDeferred: deferred,
       // A file that fits in one request goes in the creation request itself
       // (creation-with-upload): one request per small file.
-      uploadDataDuringCreation: single && file.size <= chunkSize,
+      uploadDataDuringCreation: single && !deferred && file.size <= chunkSize,
       // The retry rule is ours (see _onError): tus-js-client's gives up after its last
       // delay and not at all while offline.
       retryDelays: null,
@@ -843,7 +901,7 @@ export class TusUploader {
       storeFingerprintForResuming: !(single && file.size <= chunkSize),
       removeFingerprintOnSuccess: true,
       fingerprint: async (f: File) => fingerprint(f, endpoint, folder),
-      httpStack: this._httpStack,
+      httpStack: this._uploadStack,
       urlStorage: this._urlStorage,
       onBeforeRequest: req => {
         // Cookies (and so the XSRF token) may change during a long upload. (Not also in
@@ -947,11 +1005,15 @@ export class TusUploader {
   }
 
   /** The failure behind a tus-js-client error, and the answer that caused it. */
-  private _classify(err: Error | DetailedError): {
+  private _classify(
+    item: UploadItem,
+    err: Error | DetailedError
+  ): {
     kind: FailureKind;
     status?: number;
     response?: HttpResponse;
     request?: HttpRequest;
+    fromTus?: boolean;
   } {
     const d = err as DetailedError;
     const request = d.originalRequest ?? undefined;
@@ -969,13 +1031,24 @@ export class TusUploader {
       request.getMethod() === 'PATCH' ||
       request.getHeader('Content-Type') === 'application/offset+octet-stream';
     const chunkLimit = response ? serverChunkLimit(name => response!.getHeader(name)) : null;
-    if (status === 413 && withBody && (!fromTus || chunkLimit !== null)) {
-      // A body refused by a proxy's body limit (no tus answer), or by the server's own
-      // chunk limit (it says it): not a file over the server's maximum size.
-      return { kind: 'too-large-chunk', status, response, request };
+    if (status === 413 && withBody && !fromTus) {
+      // A body refused by a proxy's body limit: not a file over the server's maximum.
+      return { kind: 'too-large-chunk', status, response, request, fromTus };
+    }
+    if (status === 413 && withBody && chunkLimit !== null) {
+      // The tus server says its chunk limit on every answer, its refusals too: only a
+      // body over it was refused for its size. Otherwise the file is over max_size or
+      // the quota (a creation), or the body went past the upload's length.
+      const kind =
+        this._refusedBody(item, request) > chunkLimit
+          ? 'too-large-chunk'
+          : request.getMethod() === 'POST'
+            ? 'too-large-file'
+            : 'refused';
+      return { kind, status, response, request, fromTus };
     }
     const kind = classifyFailure(request.getMethod(), status, fromTus);
-    return { kind, status, response, request };
+    return { kind, status, response, request, fromTus };
   }
 
   private async _onError(item: UploadItem, err: Error | DetailedError): Promise<void> {
@@ -988,7 +1061,7 @@ export class TusUploader {
       // The bytes of the failed request did not count: show what the server holds.
       item.sent = Math.min(item.sent, item.confirmed);
     }
-    const failure = this._classify(err);
+    const failure = this._classify(item, err);
     const { kind } = failure;
     console.debug('jupyter-tus:', kind, item.path, err);
     if (kind === 'clash') {
@@ -999,8 +1072,21 @@ export class TusUploader {
       }
       return;
     }
-    if (kind === 'too-large-chunk' && this._shrinkChunks(item, failure.request)) {
+    if (
+      kind === 'too-large-chunk' &&
+      this._shrinkChunks(item, failure.request, !!failure.fromTus)
+    ) {
       await upload.abort(false);
+      if (!this._oneRequest(item) && this._chunkedSending(item) >= this._maxConcurrent()) {
+        // Sent whole until now, in chunks from now on: it waits for a chunked upload's
+        // turn (maxConcurrent of them), first in line.
+        this._stopTimers(item);
+        item.state = 'queued';
+        item.meter.reset();
+        this._waiting.unshift(item);
+        this._changed.emit(item);
+        return;
+      }
       this._start(item, true);
       return;
     }
@@ -1022,21 +1108,37 @@ export class TusUploader {
     }
   }
 
-  /** After a proxy's 413: a smaller chunk than the body that was refused (not than the
-   * configured chunk size; see `chunkAfter413`). */
-  private _shrinkChunks(item: UploadItem, request?: HttpRequest): boolean {
-    const upload = item.upload!;
+  /** The size of the body `request` carried (noted as it was sent; else what the
+   * chunk setting made of it). */
+  private _refusedBody(item: UploadItem, request?: HttpRequest): number {
+    const noted = request ? this._bodies.get(request) : undefined;
+    if (noted !== undefined) {
+      return noted;
+    }
+    const current = item.upload?.options.chunkSize ?? Infinity;
+    const offset =
+      request?.getMethod() === 'POST'
+        ? 0
+        : Number(request?.getHeader('Upload-Offset') ?? item.sent);
+    return bodySize(current, Number.isFinite(offset) ? offset : 0, item.size);
+  }
+
+  /** After a 413 to a body too large: a smaller chunk than the body that was refused (not
+   * than the configured chunk size): the server's limit when the tus server refused it,
+   * else `chunkAfter413` (a proxy's limit, remembered for the endpoint). */
+  private _shrinkChunks(
+    item: UploadItem,
+    request: HttpRequest | undefined,
+    fromTus: boolean
+  ): boolean {
     const settings = this._options.settings();
-    const current = upload.options.chunkSize ?? Infinity;
-    const offset = Number(request?.getHeader('Upload-Offset') ?? item.sent);
-    const refused = bodySize(current, Number.isFinite(offset) ? offset : 0, item.size);
+    const refused = this._refusedBody(item, request);
     // The server's own limit (its 413 says it): chunks of that from now on; the server
-    // says it on every answer, so there is nothing to remember here.
+    // says it on every answer, so there is nothing to remember here. (A proxy in front
+    // of it may have a lower one: its 413 is a proxy's.)
     const limit = this._serverLimit;
-    if (limit !== null && limit < refused) {
-      upload.options.chunkSize = limit;
-      upload.options.uploadDataDuringCreation =
-        !!upload.options.uploadDataDuringCreation && item.size <= limit;
+    if (fromTus && limit !== null && limit < refused) {
+      this._setChunk(item, limit);
       item.chunkNote = `chunks of ${formatBytes(limit)} (server limit)`;
       return true;
     }
@@ -1051,9 +1153,8 @@ export class TusUploader {
           `going on with ${next} byte chunks. Lower the "chunkSize" setting to avoid this.`
       );
     }
-    upload.options.chunkSize = next;
-    upload.options.uploadDataDuringCreation =
-      !!upload.options.uploadDataDuringCreation && item.size <= next;
+    // (Never over the server's limit either: `_fit` keeps the next try under it.)
+    this._setChunk(item, next);
     // The next files start with what the proxy let through, in every front end and tab
     // of this browser, and after a reload.
     this._learnedChunk = Math.min(this._learnedChunk ?? Infinity, next);
@@ -1209,6 +1310,7 @@ export class TusUploader {
 
   private _startUpload(item: UploadItem): void {
     const upload = item.upload!;
+    this._fit(item);
     if (upload.options.parallelUploads && upload.options.parallelUploads > 1) {
       // tus-js-client resets its "aborted" flag for single uploads only; a parallel one
       // would otherwise swallow every later error.
@@ -1500,6 +1602,9 @@ export class TusUploader {
   private _connectivity: IConnectivity;
   private _urlStorage: UrlStorage;
   private _httpStack: HttpStack;
+  /** `_httpStack`, noting each request's body size in `_bodies` (what a 413 refused). */
+  private _uploadStack: HttpStack;
+  private _bodies = new WeakMap<HttpRequest, number>();
   private _stallTimeout: number;
   private _items: UploadItem[] = [];
   private _changed = new Signal<this, UploadItem | null>(this);
@@ -1552,6 +1657,27 @@ const WHOLE_FILE_READER: TusFileReader = {
     };
   }
 };
+
+/**
+ * `inner`, noting in `bodies` the size of each request's body as it is sent: after a
+ * 413, the body that was refused (a part of a parallel upload, the rest of a file, a
+ * whole small file) rather than a guess from the chunk setting.
+ */
+function notingBodies(inner: HttpStack, bodies: WeakMap<HttpRequest, number>): HttpStack {
+  return {
+    createRequest: (method: string, url: string) => {
+      const req = inner.createRequest(method, url);
+      const send = req.send.bind(req);
+      req.send = (body: any) => {
+        const size = body === null || body === undefined ? 0 : Number(body.size ?? body.length);
+        bodies.set(req, Number.isFinite(size) ? size : 0);
+        return send(body);
+      };
+      return req;
+    },
+    getName: () => inner.getName()
+  };
+}
 
 /** Uploads of one request each may be this many times `maxConcurrent` in flight. */
 const SMALL_FILES_FACTOR = 3;

@@ -31,7 +31,8 @@ export interface ISeenRequest {
 }
 
 interface IStoredUpload {
-  length: number;
+  /** null while the length is deferred (creation-defer-length). */
+  length: number | null;
   offset: number;
   data: Uint8Array;
   metadata: Record<string, string>;
@@ -233,19 +234,20 @@ export class FakeTusServer implements HttpStack {
         if (parts.some(p => !p || p.offset !== p.length)) {
           return json(400, 'a partial upload is missing or unfinished');
         }
-        const length = parts.reduce((n, p) => n + p!.length, 0);
+        const length = parts.reduce((n, p) => n + p!.length!, 0);
         const data = new Uint8Array(length);
         let at = 0;
         for (const p of parts) {
           data.set(p!.data, at);
-          at += p!.length;
+          at += p!.length!;
         }
         this.uploads.set(id, { length, offset: length, data, metadata });
         this.files.set(path, data);
         return new FakeResponse(201, { ...TUS, Location: `/api/tus/uploads/${id}` });
       }
-      const length = Number(h('Upload-Length'));
-      const stored = { length, offset: 0, data: new Uint8Array(length), metadata };
+      // creation-defer-length: the length comes with a later PATCH.
+      const length = h('Upload-Defer-Length') === '1' ? null : Number(h('Upload-Length'));
+      const stored = { length, offset: 0, data: new Uint8Array(length ?? 0), metadata };
       this.uploads.set(id, stored);
       const headers: Record<string, string> = { ...TUS, Location: `/api/tus/uploads/${id}` };
       if (body && h('Content-Type') === 'application/offset+octet-stream') {
@@ -263,7 +265,9 @@ export class FakeTusServer implements HttpStack {
       return new FakeResponse(200, {
         ...TUS,
         'Upload-Offset': String(upload.offset),
-        'Upload-Length': String(upload.length),
+        ...(upload.length === null
+          ? { 'Upload-Defer-Length': '1' }
+          : { 'Upload-Length': String(upload.length) }),
         'Cache-Control': 'no-store'
       });
     }
@@ -275,6 +279,9 @@ export class FakeTusServer implements HttpStack {
       if (Number(h('Upload-Offset')) !== upload.offset) {
         return json(409, 'offset mismatch');
       }
+      if (upload.length === null && h('Upload-Length') !== undefined) {
+        upload.length = Number(h('Upload-Length')); // the deferred length, declared
+      }
       return new FakeResponse(204, { ...TUS, ...this._write(upload, body) });
     }
     return new FakeResponse(405, { ...TUS });
@@ -283,6 +290,12 @@ export class FakeTusServer implements HttpStack {
   /** Append a body to an upload; the headers that say so (and where it landed). */
   private _write(upload: IStoredUpload, body: IBody | null): Record<string, string> {
     const bytes = body?.bytes ?? new Uint8Array(0);
+    if (upload.offset + bytes.length > upload.data.length) {
+      // (A deferred length: the buffer grows.)
+      const grown = new Uint8Array(upload.offset + bytes.length);
+      grown.set(upload.data.subarray(0, upload.offset));
+      upload.data = grown;
+    }
     upload.data.set(bytes, upload.offset);
     upload.offset += bytes.length;
     const headers: Record<string, string> = { 'Upload-Offset': String(upload.offset) };
