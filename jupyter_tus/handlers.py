@@ -632,13 +632,17 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 " file in smaller pieces"
             )
 
-    def open_writer(
+    async def open_writer(
         self, upload_id: str, offset: int, checksum: Any, length: int | None = None
     ) -> ChunkWriter:
-        """The store's writer for this body, bounded by ``max_chunk_size``."""
-        return self.manager.open_writer(
-            upload_id, offset, checksum, length=length, limit=self.tus_config.max_chunk_size or None
-        )
+        """The store's writer for this body, bounded by ``max_chunk_size`` (opened in
+        a thread where the store reads its record over the network)."""
+        limit = self.tus_config.max_chunk_size or None
+        if self.manager.blocking_io:
+            return await self._run(
+                self.manager.open_writer, upload_id, offset, checksum, length=length, limit=limit
+            )
+        return self.manager.open_writer(upload_id, offset, checksum, length=length, limit=limit)
 
     def check_body_fits(self, info: FileInfo, offset: int) -> None:
         length = self.body_length()
@@ -689,7 +693,7 @@ class UploadsHandler(TusHandler):
                 self._takes_no_body = True  # a chunked body may still bring bytes
                 return
             await self.lock(self._info.id)
-            self.start_writing(self.open_writer(self._info.id, 0, checksum))
+            self.start_writing(await self.open_writer(self._info.id, 0, checksum))
 
     def _parse_length(self, final: bool) -> int | None:
         headers = self.request.headers
@@ -826,7 +830,7 @@ class UploadHandler(TusHandler):
                     f"Upload-Length {size} differs from the upload's length {info.size}"
                 )
         self.check_body_fits(info, offset)
-        self.start_writing(self.open_writer(upload_id, offset, checksum, length=declares))
+        self.start_writing(await self.open_writer(upload_id, offset, checksum, length=declares))
 
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors

@@ -437,7 +437,7 @@ async def prepare_creation(handler: UploadsHandler) -> None:
         handler._takes_no_body = True  # a chunked body may still bring bytes
         return
     await handler.lock(info.id)
-    handler.start_writing(handler.open_writer(info.id, 0, checksum))
+    handler.start_writing(await handler.open_writer(info.id, 0, checksum))
 
 
 async def create(handler: UploadsHandler) -> None:
@@ -590,7 +590,7 @@ async def prepare_append(handler: TusHandler, draft: Draft, upload_id: str) -> N
             f" {info.size}",
             offset,
         )
-    handler.start_writing(handler.open_writer(upload_id, offset, checksum, length=declares))
+    handler.start_writing(await handler.open_writer(upload_id, offset, checksum, length=declares))
 
 
 async def append(handler: TusHandler, upload_id: str) -> None:

@@ -458,9 +458,12 @@ class UploadManager:
     async def terminate_upload(self, upload_id: str, context: RequestContext) -> None:
         """A client's DELETE: the ``pre_terminate`` hook (which may refuse), then
         ``terminate``. The caller holds the lock."""
+        loop = asyncio.get_running_loop()
         if self.hooks.pre_terminate is not None:
-            await self._run_hook("pre_terminate", self.store.get_info(upload_id), context)
-        self.terminate(upload_id)
+            info = await loop.run_in_executor(None, self.store.get_info, upload_id)
+            await self._run_hook("pre_terminate", info, context)
+        # removing files, or requests to an object store: in a thread
+        self.removed(await loop.run_in_executor(None, self._terminate, upload_id), "terminated")
 
     def _terminate(self, upload_id: str) -> FileInfo:
         info = self.store.get_info(upload_id)

@@ -1,0 +1,115 @@
+"""S3Store behind a real ``jupyter server`` process: a real tus client (tuspy) in
+chunks, and a kill -9 of the server in the middle of a PATCH, then a restart: the
+upload resumes from what S3 acknowledged and lands intact (issue 11, phase 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest
+import requests
+from tusclient import client as tus_client
+
+from tests.s3server import s3_server  # noqa: F401 (fixture)
+from tests.servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup, wait_until  # noqa: F401
+
+from .conftest import encode_metadata
+
+MiB = 1024 * 1024
+PREFIX = "me/"
+
+
+@pytest.fixture
+def s3_process(s3_server, tmp_path):  # noqa: F811
+    """A server process whose store is S3Store on a fresh bucket of ``s3_server``."""
+    bucket = s3_server.new_bucket()
+    root = tmp_path / "root"
+    root.mkdir()
+    server = JupyterProcess(
+        root,
+        args=[
+            "--TusApp.store_class=jupyter_tus.s3store.S3Store",
+            f"--S3Store.endpoint_url={s3_server.endpoint_url}",
+            f"--S3Store.bucket={bucket}",
+            f"--S3Store.prefix={PREFIX}",
+            f"--S3Store.part_size={5 * MiB}",
+        ],
+        env=s3_server.env(),
+    )
+    server.bucket = bucket
+    server.s3 = s3_server.client()
+    server.start()
+    yield server
+    server.stop()
+
+
+def landed(server, path: str) -> bytes:
+    return server.s3.get_object(Bucket=server.bucket, Key=PREFIX + path)["Body"].read()
+
+
+def test_tuspy_uploads_into_the_bucket(s3_process, tmp_path):
+    src = tmp_path / "big.bin"
+    data = os.urandom(11 * MiB + 123)
+    src.write_bytes(data)
+    client = tus_client.TusClient(s3_process.endpoint, headers=s3_process.auth)
+    uploader = client.uploader(
+        str(src), chunk_size=3 * MiB, metadata={"filename": "big.bin", "path": "in"}
+    )
+    uploader.upload()
+    assert hashlib.sha256(landed(s3_process, "in/big.bin")).digest() == (
+        hashlib.sha256(data).digest()
+    )
+    # and GET streams it back from the bucket
+    r = requests.get(uploader.url, headers=s3_process.auth)
+    assert r.status_code == 200 and r.content == data
+
+
+def _acknowledged_parts(server) -> int:
+    """Parts S3 holds for the (one) multipart upload under way in the bucket."""
+    uploads = server.s3.list_multipart_uploads(Bucket=server.bucket).get("Uploads", [])
+    if not uploads:
+        return 0
+    u = uploads[0]
+    parts = server.s3.list_parts(Bucket=server.bucket, Key=u["Key"], UploadId=u["UploadId"])
+    return len(parts.get("Parts", []))
+
+
+def test_kill_9_mid_patch_and_restart_lose_nothing(s3_process):
+    data = os.urandom(12 * MiB + 7)
+    headers = {**s3_process.auth, "Tus-Resumable": "1.0.0"}
+    r = requests.post(
+        s3_process.endpoint,
+        headers={
+            **headers,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": encode_metadata({"filename": "k.bin"}),
+        },
+    )
+    assert r.status_code == 201
+    path = r.headers["Location"]
+    url = f"http://127.0.0.1:{s3_process.port}{path}"
+    # A PATCH of the whole file that stops sending after 7 MiB: the server sends the
+    # first part (5 MiB) to S3 and holds the rest in memory when it is killed.
+    sock = socket.create_connection(("127.0.0.1", s3_process.port))
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {s3_process.auth['Authorization']}\r\n"
+        "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data[: 7 * MiB])
+    wait_until(lambda: _acknowledged_parts(s3_process) >= 1, what="a part acknowledged by S3")
+    s3_process.kill()
+    sock.close()
+    s3_process.start()
+    r = requests.head(url, headers=headers)
+    assert r.status_code == 200
+    offset = int(r.headers["Upload-Offset"])
+    assert offset == 5 * MiB  # the acknowledged part, adopted by recovery
+    patch = {**headers, "Content-Type": "application/offset+octet-stream"}
+    r = requests.patch(url, headers={**patch, "Upload-Offset": str(offset)}, data=data[offset:])
+    assert r.status_code == 204, r.text
+    assert r.headers["Upload-Offset"] == str(len(data))
+    assert landed(s3_process, "k.bin") == data

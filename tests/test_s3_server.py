@@ -1,0 +1,302 @@
+"""The tus protocol through a real server with each store behind it: the file store, and
+S3Store on a real S3 server (SeaweedFS): the conformance harness's idea at the HTTP
+level (issue 11, phase 2). What differs between the stores is only where the bytes are:
+``Backend`` reads a landed file from the workspace or from the bucket."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.s3server import s3_env, s3_server  # noqa: F401 (fixtures)
+
+from .conftest import TusClient
+
+MiB = 1024 * 1024
+# Over one S3 part (5 MiB in these tests), so a PATCH sends a part and leaves a tail.
+BIG = bytes(range(256)) * (6 * MiB // 256) + b"end"
+PREFIX = "me/"
+
+
+class Backend:
+    """Where a store keeps what the server wrote: ``kind`` 'file' or 's3'."""
+
+    def __init__(self, kind: str, root: Path, s3=None, bucket: str = "") -> None:
+        self.kind, self.root, self.s3, self.bucket = kind, root, s3, bucket
+
+    def config(self) -> dict:
+        if self.kind == "file":
+            return {}
+        return {
+            "TusApp": {"store_class": "jupyter_tus.s3store.S3Store"},
+            "S3Store": {
+                "endpoint_url": self.s3.endpoint_url,
+                "bucket": self.bucket,
+                "prefix": PREFIX,
+                "part_size": 5 * MiB,
+            },
+        }
+
+    def landed(self, path: str) -> bytes | None:
+        """The bytes at ``path`` (relative to root_dir, or to the prefix), or None."""
+        if self.kind == "file":
+            file = self.root / path
+            return file.read_bytes() if file.is_file() else None
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.s3.client().get_object(Bucket=self.bucket, Key=PREFIX + path)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return obj["Body"].read()
+
+    def put(self, path: str, data: bytes) -> None:
+        """Someone else writes ``path`` (a name taken while an upload runs)."""
+        if self.kind == "file":
+            (self.root / path).write_bytes(data)
+        else:
+            self.s3.client().put_object(Bucket=self.bucket, Key=PREFIX + path, Body=data)
+
+    def staged(self) -> list[str]:
+        """What the store keeps of uploads (names under its staging area, without its
+        mark and the file store's lock files)."""
+        if self.kind == "file":
+            folder = self.root / ".tus"
+            names = [p.name for p in folder.iterdir()] if folder.exists() else []
+        else:
+            client = self.s3.client()
+            page = client.list_objects_v2(Bucket=self.bucket, Prefix=PREFIX + ".tus/")
+            names = [o["Key"].rsplit("/", 1)[-1] for o in page.get("Contents", [])]
+            uploads = client.list_multipart_uploads(Bucket=self.bucket, Prefix=PREFIX)
+            names += [f"multipart:{u['Key']}" for u in uploads.get("Uploads", [])]
+        return sorted(n for n in names if n != ".jupyter-tus-store" and not n.endswith(".lock"))
+
+
+@pytest.fixture(params=["file", "s3"])
+def backend(request, jp_root_dir) -> Backend:
+    if request.param == "file":
+        return Backend("file", jp_root_dir)
+    server = request.getfixturevalue("s3_env")
+    return Backend("s3", jp_root_dir, server, server.new_bucket())
+
+
+@pytest.fixture
+def tus_config() -> dict:
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(backend, tus_config):
+    config = backend.config()
+    return {
+        **config,
+        "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}},
+        "TusApp": {**config.get("TusApp", {}), **tus_config},
+    }
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def uid_of(r) -> str:
+    return r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+
+
+async def test_the_store_is_the_configured_one(tus: TusClient, tus_app, backend):
+    assert (
+        type(tus_app.manager.store).__name__ == {"file": "FileStore", "s3": "S3Store"}[backend.kind]
+    )
+    r = await tus.request("OPTIONS", headers={"Tus-Resumable": None})
+    assert set(r.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "concatenation",
+        "checksum",
+        "expiration",
+    }
+    assert r.headers["Tus-Checksum-Algorithm"] == "sha1,md5,sha256,sha512,crc32"
+
+
+async def test_upload_in_pieces_lands(tus: TusClient, backend):
+    uid = await tus.create_id(len(BIG), {"filename": "big.bin", "path": "in"})
+    r = await tus.patch(uid, 0, BIG[: 4 * MiB])  # under a part: kept as the tail
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(4 * MiB)
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(4 * MiB)
+    assert r.headers["Upload-Length"] == str(len(BIG)) and "Upload-Expires" in r.headers
+    assert backend.landed("in/big.bin") is None
+    r = await tus.patch(uid, 4 * MiB, BIG[4 * MiB :])  # a part, then the last one
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(len(BIG))
+    assert r.headers["Jupyter-Tus-Path"] == "in/big.bin"
+    assert backend.landed("in/big.bin") == BIG
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(len(BIG))
+    assert backend.staged() == [f"{uid}.info"]  # only the record of a finished upload
+
+
+async def test_creation_with_upload_offsets_and_lengths(tus: TusClient, backend):
+    r = await tus.create(10, {"filename": "c.txt"}, body=b"01234")
+    assert r.code == 201 and r.headers["Upload-Offset"] == "5"
+    uid = uid_of(r)
+    r = await tus.patch(uid, 3, b"34567")
+    assert r.code == 409
+    r = await tus.patch(uid, 5, b"56789-too-long")
+    assert r.code == 413
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "5"
+    r = await tus.patch(uid, 5, b"56789")
+    assert r.code == 204 and backend.landed("c.txt") == b"0123456789"
+    r = await tus.patch(uid, 10, b"x")
+    assert r.code == 403  # a finished upload takes no more data
+
+
+async def test_deferred_length(tus: TusClient, backend):
+    uid = await tus.create_id(None, {"filename": "d.txt"})
+    assert (await tus.head(uid)).headers["Upload-Defer-Length"] == "1"
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    r = await tus.patch(uid, 3, b"def", headers={"Upload-Length": "6"})
+    assert r.code == 204 and r.headers["Upload-Offset"] == "6"
+    assert backend.landed("d.txt") == b"abcdef"
+
+
+async def test_termination(tus: TusClient, backend):
+    uid = await tus.create_id(len(BIG), {"filename": "t.bin"})
+    assert (await tus.patch(uid, 0, BIG[: 5 * MiB + 10])).code == 204  # a part and a tail
+    assert backend.staged()
+    r = await tus.request("DELETE", uid)
+    assert r.code == 204
+    assert (await tus.head(uid)).code == 404
+    assert (await tus.patch(uid, 5 * MiB + 10, b"x")).code == 404
+    assert backend.staged() == []
+    assert backend.landed("t.bin") is None
+
+
+async def test_concatenation(tus: TusClient, backend, jp_base_url):
+    parts = [b"first part, ", b"second part"]
+    urls = []
+    for data in parts:
+        r = await tus.create(len(data), headers={"Upload-Concat": "partial"}, body=data)
+        assert r.code == 201 and r.headers["Upload-Offset"] == str(len(data))
+        urls.append(r.headers["Location"])
+    r = await tus.create(
+        None, {"filename": "whole.txt"}, headers={"Upload-Concat": "final;" + " ".join(urls)}
+    )
+    assert r.code == 201, r.body
+    assert backend.landed("whole.txt") == b"".join(parts)
+    r = await tus.head(uid_of(r))
+    assert r.headers["Upload-Offset"] == str(len(b"".join(parts)))
+    assert r.headers["Upload-Concat"].startswith("final;")
+
+
+@pytest.mark.parametrize(
+    "algo,digest",
+    [
+        ("sha1", hashlib.sha1),
+        ("md5", hashlib.md5),
+        ("sha256", hashlib.sha256),
+    ],
+)
+async def test_checksums(tus: TusClient, backend, algo, digest):
+    uid = await tus.create_id(8, {"filename": f"{algo}.txt"})
+    wrong = {"Upload-Checksum": f"{algo} {b64(digest(b'nope').digest())}"}
+    r = await tus.patch(uid, 0, b"abcd", headers=wrong)
+    assert r.code == 460
+    assert (await tus.head(uid)).headers["Upload-Offset"] == "0"
+    right = {"Upload-Checksum": f"{algo} {b64(digest(b'abcd').digest())}"}
+    assert (await tus.patch(uid, 0, b"abcd", headers=right)).code == 204
+    right = {"Upload-Checksum": f"{algo} {b64(digest(b'efgh').digest())}"}
+    assert (await tus.patch(uid, 4, b"efgh", headers=right)).code == 204
+    assert backend.landed(f"{algo}.txt") == b"abcdefgh"
+
+
+async def test_get_streams_the_upload(tus: TusClient, backend):
+    uid = await tus.create_id(len(BIG), {"filename": "g.bin", "filetype": "text/plain"})
+    assert (await tus.patch(uid, 0, BIG[:100])).code == 204
+    assert (await tus.request("GET", uid)).code == 400  # not complete
+    assert (await tus.patch(uid, 100, BIG[100:])).code == 204
+    r = await tus.request("GET", uid)
+    assert r.code == 200 and r.body == BIG
+    assert r.headers["Content-Type"] == "text/plain"
+
+
+async def test_names(tus: TusClient, backend):
+    backend.put("taken.txt", b"old")
+    r = await tus.create(3, {"filename": "taken.txt"})
+    assert r.code == 409
+    uid = await tus.create_id(3, {"filename": "taken.txt", "overwrite": "1"})
+    assert (await tus.patch(uid, 0, b"new")).code == 204
+    assert backend.landed("taken.txt") == b"new"
+    # a name taken while the upload ran: a unique one, said in Jupyter-Tus-Path
+    uid = await tus.create_id(3, {"filename": "later.txt"})
+    backend.put("later.txt", b"theirs")
+    r = await tus.patch(uid, 0, b"our")
+    assert r.code == 204 and r.headers["Jupyter-Tus-Path"] == "later%20%281%29.txt"
+    assert backend.landed("later.txt") == b"theirs"
+    assert backend.landed("later (1).txt") == b"our"
+    for metadata in ({"filename": "../up.txt"}, {"filename": "a", "path": "../x"}):
+        assert (await tus.create(1, metadata)).code == 403
+
+
+async def test_expired_uploads_are_removed(tus: TusClient, tus_app, backend, monkeypatch):
+    uid = await tus.create_id(10, {"filename": "e.txt"})
+    assert (await tus.patch(uid, 0, b"abc")).code == 204
+    later = time.time() + tus_app.expiration + 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert (await tus.head(uid)).code == 410
+    removed = tus_app.manager.remove_expired()
+    monkeypatch.undo()
+    assert [info.id for info in removed] == [uid]
+    assert (await tus.head(uid)).code == 404
+    assert backend.staged() == []
+
+
+@pytest.fixture
+def loop_calls(tus_app, backend) -> list[str]:
+    """The S3 requests S3Store makes on the event loop's thread (there must be none:
+    each may wait seconds on the network, and every other request would wait too)."""
+    if backend.kind != "s3":
+        pytest.skip("the file store's small reads may run on the loop")
+    import threading
+
+    store = tus_app.manager.store
+    loop_thread = threading.get_ident()
+    calls: list[str] = []
+    real = store._call
+
+    def call(operation, **kwargs):
+        if threading.get_ident() == loop_thread:
+            calls.append(operation)
+        return real(operation, **kwargs)
+
+    store._call = call
+    for name in ("_head", "_get_bytes"):  # helpers that may bypass _call
+        inner = getattr(store, name)
+
+        def wrapped(*args, _inner=inner, _name=name, **kwargs):
+            if threading.get_ident() == loop_thread:
+                calls.append(_name)
+            return _inner(*args, **kwargs)
+
+        setattr(store, name, wrapped)
+    return calls
+
+
+async def test_no_s3_request_on_the_event_loop(tus: TusClient, loop_calls):
+    uid = await tus.create_id(len(BIG), {"filename": "loop.bin"})
+    assert (await tus.patch(uid, 0, BIG[: 5 * MiB + 1])).code == 204
+    assert (await tus.head(uid)).code == 200
+    assert (await tus.patch(uid, 5 * MiB + 1, BIG[5 * MiB + 1 :])).code == 204
+    assert (await tus.request("GET", uid)).body == BIG
+    other = await tus.create_id(10, {"filename": "gone.bin"})
+    assert (await tus.patch(other, 0, b"abc")).code == 204
+    assert (await tus.request("DELETE", other)).code == 204
+    assert (await tus.request("GET")).code == 200  # the listing
+    assert loop_calls == [], "\n".join(loop_calls)
