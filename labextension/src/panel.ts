@@ -33,6 +33,7 @@ import {
   nameOf,
   fetchServerUploads,
   pickedFileMismatch,
+  quietInBatch,
   serverFraction,
   serverRowState,
   serverStatusLine
@@ -79,16 +80,8 @@ interface IRowView {
   landed: string | null;
 }
 
-/**
- * A drop of more files than this shows its total and only the files that are sending or
- * need the user (retrying, paused, failed): not a row for each file waiting its turn or
- * done, which would cost the page more than their uploads (hundreds of rows to lay out).
- */
-const MANY_FILES = 20;
-
 /** Ids of the rows' status lines (aria-describedby), unique in the page. */
 let statusIds = 0;
-const QUIET_IN_A_BATCH: readonly string[] = ['queued', 'done', 'cancelled'];
 
 /** Everything `_updateRow` draws from a view, as one string. */
 function viewSignature(view: IRowView): string {
@@ -386,6 +379,9 @@ export class UploadPanel extends Panel {
     this._rows = new Map(rows.map(r => [r.key, r] as [string, Row<UploadItem>]));
     const views: IRowView[] = [];
     const seen = new Set<UploadBatch>();
+    const focused = document.activeElement as HTMLElement | null;
+    const focusedRow = focused?.closest<HTMLLIElement>('.jp-TusUpload') ?? null;
+    const focusedKey = focusedRow && this._list.contains(focusedRow) ? focusedRow.dataset.key : '';
     for (const row of rows) {
       // A drop (or pick) of several files gets a row with its total above its files.
       const batch = row.kind === 'local' ? row.item.batch : undefined;
@@ -396,8 +392,7 @@ export class UploadPanel extends Panel {
       if (
         row.kind === 'local' &&
         batch &&
-        batch.files > MANY_FILES &&
-        QUIET_IN_A_BATCH.includes(row.item.state)
+        quietInBatch(row.item.state, batch.files, row.key === focusedKey)
       ) {
         continue; // counted in the batch's row
       }
@@ -408,8 +403,6 @@ export class UploadPanel extends Panel {
     for (const li of Array.from(this._list.children) as HTMLLIElement[]) {
       existing.set(li.dataset.key!, li);
     }
-    const focused = document.activeElement as HTMLElement | null;
-    const focusedRow = focused?.closest<HTMLLIElement>('.jp-TusUpload') ?? null;
     const keep = new Set<string>();
     views.forEach((view, index) => {
       keep.add(view.key);
@@ -460,8 +453,8 @@ export class UploadPanel extends Panel {
   private _batchView(batch: UploadBatch): IRowView {
     const folders = new Set(batch.items.map(i => i.folder));
     const where = folders.size === 1 ? ` → ${displayFolder([...folders][0])}` : '';
-    const name = `${batch.files} files${where}`;
-    const state = batch.busy ? 'uploading' : batch.failed ? 'failed' : 'done';
+    const name = `${batch.counted || batch.files} files${where}`;
+    const state = batch.state;
     return {
       key: `batch:${batch.id}`,
       name,

@@ -95,12 +95,12 @@ export function nameOf(u: IServerUpload): string {
   return dest.slice(dest.lastIndexOf('/') + 1) || u.id;
 }
 
-/** Whether the panel shows this upload at all (a piece of a parallel upload, or one
- * without a destination, is no file of the user's). */
 /** How many uploads finished elsewhere (another browser, the widget, a script) the
  * panel shows, the latest first; unfinished ones are all shown. */
 export const MAX_FINISHED_ROWS = 10;
 
+/** Whether the panel shows this upload at all (a piece of a parallel upload, or one
+ * without a destination, is no file of the user's). */
 export function isShown(u: IServerUpload): boolean {
   return u.state !== 'in the store' && !!u.destination;
 }
@@ -197,6 +197,92 @@ export async function fetchServerUploads(
     console.debug('jupyter-tus: the list of uploads could not be read', err);
     return null;
   }
+}
+
+/**
+ * The server's unfinished uploads to one folder (the notebook widget's `path`), which a
+ * file picked again continues. The list is of the folder it was read for: after the
+ * folder changes nothing of the old one is offered (a file dropped then goes to the new
+ * folder, never on with an upload to the old one), and an answer to an older read is
+ * dropped when a newer one was asked for.
+ */
+export class FolderUploads {
+  /** `read`: the server's list (`fetchServerUploads`), null when it could not be read. */
+  constructor(private _read: () => Promise<IServerUpload[] | null>) {}
+
+  /** The folder the list is (being) read for; null before the first read. */
+  get folder(): string | null {
+    return this._folder;
+  }
+
+  /** The unfinished uploads to `folder` (none when the list is of another folder). */
+  uploads(folder: string): readonly IServerUpload[] {
+    return folder === this._folder ? this._uploads : [];
+  }
+
+  /** Read the list for `folder`; false when it could not be read or a newer read was
+   * asked for meanwhile (the list stays as it was). */
+  async refresh(folder: string): Promise<boolean> {
+    const seq = ++this._seq;
+    if (folder !== this._folder) {
+      this._folder = folder;
+      this._uploads = [];
+    }
+    const listed = await this._read();
+    if (!listed || seq !== this._seq) {
+      return false;
+    }
+    this._uploads = listed.filter(
+      u => u.state === 'uploading' && isShown(u) && folderOf(u) === folder
+    );
+    return true;
+  }
+
+  /**
+   * The listed upload to `folder` that `file` continues (same name, and size when the
+   * server knows it), taken off the list; undefined when none. Not one someone is
+   * sending right now (`isActiveElsewhere`): it would only be refused.
+   */
+  take(
+    file: { name: string; size: number },
+    folder: string,
+    now: number
+  ): IServerUpload | undefined {
+    const u = this.uploads(folder).find(
+      u => !isActiveElsewhere(u, now) && !pickedFileMismatch(u, file)
+    );
+    if (u) {
+      this.remove(u);
+    }
+    return u;
+  }
+
+  /** Take `upload` off the list (this page goes on with it). */
+  remove(upload: IServerUpload): void {
+    this._uploads = this._uploads.filter(u => u.id !== upload.id);
+  }
+
+  private _folder: string | null = null;
+  private _uploads: IServerUpload[] = [];
+  private _seq = 0;
+}
+
+/**
+ * A drop of more files than this shows its total and only the files that are sending or
+ * need the user (retrying, paused, failed): not a row for each file waiting its turn or
+ * done, which would cost the page more than their uploads (hundreds of rows to lay out).
+ */
+export const MANY_FILES = 20;
+
+/**
+ * Whether the row of a file of a batch of `files` is left out (counted in the batch's
+ * row): a file waiting its turn, done or cancelled in a batch of more than MANY_FILES,
+ * unless the keyboard is on its row (`focused`): a row never goes from under the focus
+ * because its file finished (the focus moves to the row's next button instead, and the
+ * row goes once the focus left it).
+ */
+export function quietInBatch(state: string, files: number, focused: boolean): boolean {
+  return files > MANY_FILES && ['queued', 'done', 'cancelled'].includes(state) && !focused;
 }
 
 /** What a view needs of one of this page's uploads to merge it with the server's. */

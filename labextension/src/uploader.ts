@@ -266,6 +266,29 @@ export class UploadBatch {
     return this.items.filter(i => i.state === 'cancelled').length;
   }
 
+  /** Files not cancelled (what the total counts). */
+  get counted(): number {
+    return this.files - this.cancelled;
+  }
+
+  /**
+   * The state of the whole, as a row shows it: uploading while a file is starting or
+   * sending; else failed, or paused, when a file waits for the user; cancelled when
+   * every file was; else done.
+   */
+  get state(): 'uploading' | 'failed' | 'paused' | 'cancelled' | 'done' {
+    if (this.busy) {
+      return 'uploading';
+    }
+    if (this.failed) {
+      return 'failed';
+    }
+    if (this.items.some(i => i.state === 'paused')) {
+      return 'paused';
+    }
+    return this.counted === 0 ? 'cancelled' : 'done';
+  }
+
   /** Bytes of the files not cancelled. */
   get size(): number {
     return this.items.filter(i => i.state !== 'cancelled').reduce((n, i) => n + i.size, 0);
@@ -291,8 +314,11 @@ export class UploadBatch {
 
   /** "120 of 200 files · 40% · 1.2 MiB of 3.0 MiB", and the failures if any. */
   get summary(): string {
+    if (this.counted === 0) {
+      return `${this.files} files cancelled`;
+    }
     const parts = [
-      `${this.done} of ${this.files - this.cancelled} files`,
+      `${this.done} of ${this.counted} files`,
       formatPercent(this.fraction),
       `${formatBytes(this.sent)} of ${formatBytes(this.size)}`
     ];

@@ -19,10 +19,10 @@ import {
 } from '../src/core';
 import { HandleRegistry, handlesSupported } from '../src/handles';
 import {
+  FolderUploads,
   IServerUpload,
   fetchServerUploads,
   folderOf,
-  isActiveElsewhere,
   nameOf,
   pickedFileMismatch,
   serverFraction,
@@ -307,92 +307,170 @@ class Rows {
  * Unfinished uploads to the widget's folder that the server lists and this page did not
  * start (another browser, the file browser, a script), in the Uploads panel's words:
  * picking the same file again (Resume, or the widget's own input) goes on from the
- * server's offset.
+ * server's offset. Read again when the folder (`path`) changes, when this page's uploads
+ * end, and every 15 s while the widget is on a visible page (as the panel's list).
  */
 class ServerRows {
   constructor(
     readonly list: HTMLElement,
     readonly uploader: TusUploader,
-    readonly pick: () => Promise<File | null>
+    readonly pick: () => Promise<File | null>,
+    readonly headers: () => Record<string, string>,
+    readonly folder: () => string,
+    readonly failed: (message: string) => void
   ) {
-    uploader.changed.connect(this.render, this);
+    this._model = new FolderUploads(() => fetchServerUploads(uploader.endpoint, headers()));
+    uploader.changed.connect(this._onChanged, this);
   }
 
-  /** Read the server's list for `folder`. */
-  async refresh(headers: Record<string, string>, folder: string): Promise<void> {
-    const listed = await fetchServerUploads(this.uploader.endpoint, headers);
-    if (listed) {
-      this._uploads = listed.filter(u => u.state === 'uploading' && folderOf(u) === folder);
-      this.list.dataset.serverUploads = String(this._uploads.length);
+  /** Read the server's list for the widget's folder (now, and from then on every 15 s
+   * while the widget is on a visible page). */
+  async refresh(): Promise<void> {
+    if (this._disposed) {
+      return;
+    }
+    if (this._poll === null) {
+      this._poll = window.setInterval(() => {
+        if (this.list.isConnected && document.visibilityState !== 'hidden') {
+          void this.refresh();
+        }
+      }, 15_000);
+    }
+    const reading = this._model.refresh(this.folder());
+    this.render(); // (a new folder shows nothing of the old one meanwhile)
+    if (await reading) {
       this.render();
     }
   }
 
-  /** The listed upload `file` continues, taken off the list; undefined when none. */
-  take(file: File): IServerUpload | undefined {
-    // Not one another browser or script is sending right now: it would only be refused.
-    const now = Date.now();
-    const u = this._uploads.find(u => !isActiveElsewhere(u, now) && !pickedFileMismatch(u, file));
+  /** The listed upload `file` continues in `folder`, taken off the list; undefined
+   * when none. */
+  take(file: File, folder: string): IServerUpload | undefined {
+    const u = this._model.take(file, folder, Date.now());
     if (u) {
-      this._uploads = this._uploads.filter(other => other !== u);
       this.render();
     }
     return u;
   }
 
+  /** Draw the rows again when what they show changed (not on every progress event of
+   * this page's uploads: a focused Resume button stays). */
   render(): void {
     const known = new Set(this.uploader.items.map(i => i.uploadId));
     const now = Date.now();
-    this.list.replaceChildren(
-      ...this._uploads.filter(u => !known.has(u.id)).map(u => this._row(u, now))
-    );
+    const shown = this._model.uploads(this.folder()).filter(u => !known.has(u.id));
+    this.list.dataset.serverUploads = String(shown.length);
+    const keep = new Set<string>();
+    shown.forEach((u, index) => {
+      keep.add(u.id);
+      let row = this._rows.get(u.id);
+      if (!row) {
+        row = this._row(u);
+        this._rows.set(u.id, row);
+      }
+      if (this.list.children[index] !== row) {
+        this.list.insertBefore(row, this.list.children[index] ?? null);
+      }
+      this._update(row, u, now);
+    });
+    for (const [id, row] of this._rows) {
+      if (!keep.has(id)) {
+        row.remove();
+        this._rows.delete(id);
+        this._errors.delete(id);
+      }
+    }
   }
 
   dispose(): void {
-    this.uploader.changed.disconnect(this.render, this);
+    this._disposed = true;
+    if (this._poll !== null) {
+      window.clearInterval(this._poll);
+    }
+    this.uploader.changed.disconnect(this._onChanged, this);
   }
 
-  private _row(u: IServerUpload, now: number): HTMLElement {
+  private _onChanged(_: unknown, item: UploadItem | null): void {
+    const before = item ? this._states.get(item.id) : undefined;
+    if (item) {
+      this._states.set(item.id, item.state);
+    }
+    if (!item || before !== item.state) {
+      this.render(); // (an upload of the list this page now drives leaves it)
+    }
+    if (
+      item &&
+      before !== item.state &&
+      ['done', 'failed', 'cancelled'].includes(item.state) &&
+      !this.uploader.items.some(i => ['queued', 'uploading', 'retrying'].includes(i.state))
+    ) {
+      void this.refresh(); // the server's word, once this page's uploads have ended
+    }
+  }
+
+  private _row(u: IServerUpload): HTMLElement {
     const row = document.createElement('div');
     row.className = 'jtus-file jtus-server';
-    row.dataset.state = serverRowState(u, now);
     row.dataset.uploadId = u.id;
     const name = document.createElement('div');
     name.className = 'jtus-name';
-    name.textContent = nameOf(u);
-    name.title = u.destination ?? '';
     const buttons = document.createElement('div');
     buttons.className = 'jtus-buttons';
     const status = document.createElement('div');
     status.className = 'jtus-status';
-    status.textContent = serverStatusLine(u, now);
-    status.title = status.textContent;
-    buttons.append(
-      button('resume', 'Resume', async () => {
-        const file = await this.pick();
-        if (!file) {
-          return;
-        }
-        const why = pickedFileMismatch(u, file);
-        if (why) {
-          status.textContent = why;
-          return;
-        }
-        this._uploads = this._uploads.filter(other => other !== u);
-        this.render();
-        void this.uploader.adopt(u.url, u.size, file, folderOf(u));
-      })
-    );
-    (buttons.firstChild as HTMLButtonElement).hidden = row.dataset.state === 'elsewhere';
+    buttons.append(button('resume', 'Resume', () => void this._resume(u.id)));
     const bar = document.createElement('progress');
     bar.className = 'jtus-progress';
     bar.max = 1;
-    bar.value = serverFraction(u);
     row.append(name, buttons, bar, status);
     return row;
   }
 
-  private _uploads: IServerUpload[] = [];
+  private _update(row: HTMLElement, u: IServerUpload, now: number): void {
+    row.dataset.state = serverRowState(u, now);
+    const name = row.querySelector('.jtus-name') as HTMLElement;
+    name.textContent = nameOf(u);
+    name.title = u.destination ?? '';
+    const resume = row.querySelector('.jtus-resume') as HTMLButtonElement;
+    resume.hidden = row.dataset.state === 'elsewhere';
+    resume.setAttribute('aria-label', `Resume upload of ${nameOf(u)} (pick the file again)`);
+    (row.querySelector('.jtus-progress') as HTMLProgressElement).value = serverFraction(u);
+    const status = row.querySelector('.jtus-status') as HTMLElement;
+    const error = this._errors.get(u.id);
+    const line = serverStatusLine(u, now);
+    status.textContent = error ? `${line} · ${error}` : line;
+    status.title = status.textContent;
+  }
+
+  private async _resume(id: string): Promise<void> {
+    const u = this._model.uploads(this.folder()).find(other => other.id === id);
+    if (!u) {
+      return;
+    }
+    const file = await this.pick();
+    if (!file) {
+      return;
+    }
+    const why = pickedFileMismatch(u, file);
+    if (why) {
+      this._errors.set(id, why);
+      this.render();
+      return;
+    }
+    this._model.remove(u);
+    this.render();
+    this.uploader.adopt(u.url, u.size, file, folderOf(u)).catch(err => {
+      this.failed(String((err as Error)?.message ?? err));
+      void this.refresh(); // (listed again if the server still has it)
+    });
+  }
+
+  private _model: FolderUploads;
+  private _rows = new Map<string, HTMLElement>();
+  private _errors = new Map<string, string>();
+  private _states = new Map<number, string>();
+  private _poll: number | null = null;
+  private _disposed = false;
 }
 
 function render({ model, el }: IRenderProps): () => void {
@@ -440,7 +518,16 @@ function render({ model, el }: IRenderProps): () => void {
     }
   });
   rows = new Rows(list, uploader, model);
-  const server = new ServerRows(elsewhere, uploader, () => pickOne(model.get('accept') || ''));
+  const server = new ServerRows(
+    elsewhere,
+    uploader,
+    () => pickOne(model.get('accept') || ''),
+    headers,
+    folder,
+    problem => {
+      message.textContent = problem;
+    }
+  );
 
   root.dataset.ready = 'checking';
   const available: Promise<boolean> = unavailable(uploader, headers()).then(problem => {
@@ -455,14 +542,25 @@ function render({ model, el }: IRenderProps): () => void {
     // What a reload interrupted, for this widget's folder (from any front end), and
     // what the server holds unfinished for it from elsewhere.
     void uploader.restore(entry => entry.folder === folder());
-    void server.refresh(headers(), folder());
+    void server.refresh();
     return true;
   });
 
+  let shownFolder = folder();
   const sync = () => {
     input.multiple = !!model.get('multiple');
     input.accept = model.get('accept') || '';
     label.textContent = `Drop files here or click to choose (to ${displayFolder(folder())})`;
+    if (folder() !== shownFolder) {
+      // Another folder: its own unfinished uploads (and what a reload interrupted there).
+      shownFolder = folder();
+      void available.then(ok => {
+        if (ok) {
+          void uploader.restore(entry => entry.folder === folder());
+          void server.refresh();
+        }
+      });
+    }
   };
   sync();
   for (const name of ['multiple', 'accept', 'path']) {
@@ -478,7 +576,7 @@ function render({ model, el }: IRenderProps): () => void {
     message.textContent = '';
     for (const file of chosen) {
       const handle = await handles.take(file);
-      const unfinished = server.take(file);
+      const unfinished = server.take(file, folder());
       (unfinished
         ? uploader.adopt(unfinished.url, unfinished.size, file, folderOf(unfinished))
         : uploader.upload(file, folder(), { handle, overwrite: !!model.get('overwrite') })

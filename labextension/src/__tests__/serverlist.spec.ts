@@ -4,6 +4,7 @@
  */
 import {
   DismissedIds,
+  FolderUploads,
   announcement,
   doneAnnouncement,
   IServerUpload,
@@ -239,5 +240,65 @@ describe('what the live region says', () => {
     expect(doneAnnouncement(many)).toBe('200 files uploaded to raw/');
     expect(doneAnnouncement([...many, { name: 'b', folder: 'other' }])).toBe('201 files uploaded');
     expect(doneAnnouncement([])).toBe('');
+  });
+});
+
+describe("the widget's list of unfinished uploads to its folder (FolderUploads)", () => {
+  const idle = { last_activity: '2026-11-29T16:00:00Z' };
+  const inA = upload({ id: 'a', destination: 'A/x.csv', ...idle });
+  const inB = upload({ id: 'b', filename: 'other.csv', destination: 'B/other.csv', ...idle });
+  const file = { name: 'x.csv', size: 40 * MiB };
+
+  it('offers nothing of the old folder once the folder changed', async () => {
+    let listed = [inA, inB];
+    const list = new FolderUploads(async () => listed);
+    expect(await list.refresh('A')).toBe(true);
+    expect(list.uploads('A').map(u => u.id)).toEqual(['a']);
+    // The widget's path is now B: a file like the upload left in A goes to B as a new
+    // upload, not on with A's.
+    const reading = list.refresh('B');
+    expect(list.uploads('A')).toEqual([]);
+    expect(list.take(file, 'B', NOW)).toBeUndefined();
+    await reading;
+    expect(list.uploads('B').map(u => u.id)).toEqual(['b']);
+    expect(list.take(file, 'B', NOW)).toBeUndefined();
+    expect(list.take(file, 'A', NOW)).toBeUndefined();
+    listed = [inA, inB];
+    await list.refresh('A');
+    expect(list.take(file, 'A', NOW)?.id).toBe('a');
+  });
+
+  it('keeps the answer to the latest read', async () => {
+    const answers: ((l: IServerUpload[]) => void)[] = [];
+    const list = new FolderUploads(() => new Promise(resolve => answers.push(resolve)));
+    const first = list.refresh('A');
+    const second = list.refresh('A');
+    answers[1]([inA]);
+    expect(await second).toBe(true);
+    answers[0]([]); // the older answer comes last
+    expect(await first).toBe(false);
+    expect(list.uploads('A').map(u => u.id)).toEqual(['a']);
+  });
+
+  it('gives an upload to one pick only, and none someone is sending', async () => {
+    const busy = upload({
+      id: 'busy',
+      destination: 'A/x.csv',
+      last_activity: '2026-11-29T16:59:55Z'
+    });
+    const list = new FolderUploads(async () => [busy, inA]);
+    await list.refresh('A');
+    expect(list.take(file, 'A', NOW)?.id).toBe('a');
+    expect(list.take(file, 'A', NOW)).toBeUndefined();
+    expect(list.uploads('A').map(u => u.id)).toEqual(['busy']);
+  });
+
+  it('keeps the list as it was when the server cannot be read', async () => {
+    let listed: IServerUpload[] | null = [inA];
+    const list = new FolderUploads(async () => listed);
+    await list.refresh('A');
+    listed = null;
+    expect(await list.refresh('A')).toBe(false);
+    expect(list.uploads('A').map(u => u.id)).toEqual(['a']);
   });
 });
