@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from traitlets.utils.importstring import import_item
 
 from .filestore import Durability, FileStore
 from .handlers import handlers
+from .helpers import STORE_ENV
 from .hooks import Hooks
 from .manager import EVENT_SCHEMA_ID, EVENT_SCHEMA_PATH, UploadManager
 from .quotas import Quotas
@@ -219,8 +221,14 @@ class TusApp(ExtensionApp):
         # the store without being told.
         if isinstance(store, FileStore):
             os.environ["JUPYTER_TUS_DIR"] = str(store.directory)
+            os.environ.pop(STORE_ENV, None)
         else:
             os.environ.pop("JUPYTER_TUS_DIR", None)
+            cls = type(store)
+            settings = store.settings() if hasattr(store, "settings") else {}
+            os.environ[STORE_ENV] = json.dumps(
+                {"class": f"{cls.__module__}.{cls.__qualname__}", "settings": settings}
+            )
         event_logger = self.serverapp.event_logger
         event_logger.register_event_schema(EVENT_SCHEMA_PATH)
         self.manager = UploadManager(

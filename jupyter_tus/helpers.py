@@ -4,21 +4,25 @@
     jupyter_tus.list_uploads()            # newest first, finished or not
     df = jupyter_tus.load("sales.csv")    # an upload id, a FileInfo or a file name
 
-The default store is ``$JUPYTER_TUS_DIR`` (the server extension sets it, so every kernel
-the server starts inherits it), else ``<root_dir>/.tus`` of the running Jupyter server
-that serves the kernel's working directory.
+The default store is the running server's: ``$JUPYTER_TUS_STORE`` (the class and
+settings of a store that is not the file store, such as S3Store; credentials come from
+the environment as the server's do), else ``$JUPYTER_TUS_DIR`` (the file store's
+staging folder). The server extension sets them, so every kernel the server starts
+inherits them; without either, ``<root_dir>/.tus`` of the running Jupyter server that
+serves the kernel's working directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import summary
 from .filestore import FileStore
-from .store import FileInfo, UploadIncomplete
+from .store import DataStore, FileInfo, UploadIncomplete
 
 __all__ = [
     "AmbiguousName",
@@ -35,9 +39,12 @@ __all__ = [
     "workspace_root",
 ]
 
-StoreLike = FileStore | str | os.PathLike | None
+StoreLike = DataStore | str | os.PathLike | None
+# The environment variable a server sets for its kernels when its store is not the file
+# store: JSON {"class": "<import string>", "settings": {<trait>: <value>}}.
+STORE_ENV = "JUPYTER_TUS_STORE"
 
-_stores: dict[Path, FileStore] = {}
+_stores: dict[Path | str, DataStore] = {}
 
 # Extension -> pandas reader (name of the pandas function, keyword arguments).
 _PANDAS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -108,9 +115,14 @@ def find_server(cwd: str | os.PathLike | None = None) -> dict | None:
     return servers[0] if len(servers) == 1 else None
 
 
-def default_store() -> FileStore:
-    """The store behind the server: ``$JUPYTER_TUS_DIR``, else ``<root_dir>/.tus`` of the
-    running server (see :func:`find_server`). LookupError when there is neither."""
+def default_store() -> DataStore:
+    """The store behind the server: ``$JUPYTER_TUS_STORE`` (a store described by class
+    and settings, e.g. S3Store), else ``$JUPYTER_TUS_DIR``, else ``<root_dir>/.tus`` of
+    the running server (see :func:`find_server`). LookupError when there is none;
+    ValueError when ``$JUPYTER_TUS_STORE`` is not a store description."""
+    described = os.environ.get(STORE_ENV)
+    if described:
+        return _store_described(described)
     directory = os.environ.get("JUPYTER_TUS_DIR")
     if not directory:
         server = find_server()
@@ -131,10 +143,25 @@ def _store_at(directory: str | os.PathLike) -> FileStore:
     return _stores[key]
 
 
-def _resolve_store(store: StoreLike) -> FileStore:
+def _store_described(described: str) -> DataStore:
+    """The store ``$JUPYTER_TUS_STORE`` describes (one per description, reused)."""
+    if described not in _stores:
+        from traitlets.utils.importstring import import_item
+
+        try:
+            spec = json.loads(described)
+            cls = import_item(spec["class"])
+            settings = dict(spec.get("settings") or {})
+        except (ValueError, KeyError, TypeError, ImportError) as exc:
+            raise ValueError(f"${STORE_ENV} does not describe a store: {exc}") from exc
+        _stores[described] = cls(lock_timeout=5.0, **settings)
+    return _stores[described]
+
+
+def _resolve_store(store: StoreLike) -> DataStore:
     if store is None:
         return default_store()
-    if isinstance(store, FileStore):
+    if isinstance(store, DataStore):
         return store
     return _store_at(store)
 
@@ -262,7 +289,8 @@ def _find(x: str | os.PathLike | FileInfo, store: StoreLike) -> tuple[str, FileI
         return by_id.filename, by_id
     root = workspace_root()
     if "/" in name or os.sep in name:
-        wanted = {str(here.resolve())}
+        # the workspace file, or a store's own path (S3Store: relative to its prefix)
+        wanted = {str(here.resolve()), name.strip("/")}
         if root is not None:
             wanted.add(str(root / name.strip("/")))
         found = next((u for u in uploads if u.path in wanted), None)
@@ -344,8 +372,10 @@ def load(
         )
     kind = _format(name, info, format)
     source: str | None = (info.path if info is not None else name) or None
+    if info is not None and source is not None and not os.path.isabs(source):
+        source = None  # a store's own path (S3Store: a key under its prefix)
     if source is None or not Path(source).is_file():
-        source = None  # finished in the store without landing: read through the store
+        source = None  # in the store (not landed, or not on a disk): read through it
     with contextlib.ExitStack() as stack:
         target: Any = source
         if target is None:

@@ -299,6 +299,11 @@ class S3Store(LoggingConfigurable):
         prefix = self.prefix.lstrip("/")
         return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
+    def settings(self) -> dict[str, Any]:
+        """Its ``c.S3Store.*`` settings, for another process to build the same store
+        (a kernel: ``$JUPYTER_TUS_STORE``, helpers.default_store). No credentials."""
+        return {name: getattr(self, name) for name in self.trait_names(config=True)}
+
     @property
     def location(self) -> str:
         """Where unfinished uploads are staged, as a URL: ``s3://<bucket>/<staging>``."""

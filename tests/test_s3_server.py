@@ -300,3 +300,58 @@ async def test_no_s3_request_on_the_event_loop(tus: TusClient, loop_calls):
     assert (await tus.request("DELETE", other)).code == 204
     assert (await tus.request("GET")).code == 200  # the listing
     assert loop_calls == [], "\n".join(loop_calls)
+
+
+KERNEL = """
+import hashlib, sys
+import jupyter_tus
+import jupyter_tus.helpers
+big = sys.argv[1]
+print(jupyter_tus.load("k.txt"))                       # by name: the upload, not ./in/k.txt
+print(jupyter_tus.load("in/k.txt"))                    # by its path
+print(jupyter_tus.load(big)[-3:].decode())             # by id
+with jupyter_tus.get_reader(big) as f:                 # streamed, 1 MiB at a time
+    h = hashlib.sha256()
+    while block := f.read(1 << 20):
+        h.update(block)
+print(h.hexdigest())
+print(type(jupyter_tus.helpers.default_store()).__name__)
+"""
+
+
+async def test_a_kernel_finds_the_store_through_the_server(tus: TusClient, backend, tmp_path):
+    """A process the server starts (a kernel) inherits what names the store
+    ($JUPYTER_TUS_STORE for S3Store, $JUPYTER_TUS_DIR for the file store) and reads
+    the uploads from it: from the bucket for S3Store, never a local file that has the
+    same relative path."""
+    import asyncio
+    import os
+    import sys
+
+    uid = await tus.create_id(16, {"filename": "k.txt", "path": "in"})
+    assert (await tus.patch(uid, 0, b"from the store\n\n")).code == 204
+    big = await tus.create_id(len(BIG), {"filename": "big.bin"})
+    assert (await tus.patch(big, 0, BIG)).code == 204
+    cwd = tmp_path / "kernel"
+    (cwd / "in").mkdir(parents=True)
+    (cwd / "in" / "k.txt").write_text("a local file, not the upload")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        KERNEL,
+        big,
+        cwd=cwd,
+        env={**os.environ},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    lines = [line for line in out.decode().splitlines() if line]
+    assert lines == [
+        "from the store",
+        "from the store",
+        "end",
+        hashlib.sha256(BIG).hexdigest(),
+        {"file": "FileStore", "s3": "S3Store"}[backend.kind],
+    ]
