@@ -2,7 +2,7 @@
 run (issue 10's "no slower than stock"): wall time from the drop (DevTools drag emulation,
 real file-system entries) to every file on disk and listed, interleaved rounds, and the
 longest main-thread task (PerformanceObserver 'longtask') of each. The same measure as
-tests/browser/test_small_files.py (which asserts it), with more rounds and other sizes.
+tests/browser/small_files.py, which tests/browser/test_small_files.py asserts on,, with more rounds and other sizes.
 
     .venv/bin/python benchmarks/small_files.py --count 200 --size 10000 --rounds 2
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.browser.conftest import CHROMIUM_ARGS, Lab, chromium_path  # noqa: E402
-from tests.browser.test_small_files import drop_and_time, small_files  # noqa: E402
+from tests.browser.small_files import drop_and_time, small_files  # noqa: E402
 
 
 def main() -> int:
