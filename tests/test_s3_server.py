@@ -79,7 +79,12 @@ class Backend:
 
 
 @pytest.fixture(params=["file", "s3"])
-def backend(request, jp_root_dir) -> Backend:
+def backend(request, jp_root_dir, monkeypatch) -> Backend:
+    # The server names its store for kernels in the environment of this process:
+    # restored after the test (setenv records the value to restore, absent or not).
+    for name in ("JUPYTER_TUS_STORE", "JUPYTER_TUS_DIR"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     if request.param == "file":
         return Backend("file", jp_root_dir)
     server = request.getfixturevalue("s3_env")
