@@ -44,9 +44,10 @@ test: lint chromium
 
 # Upload speed side by side (not part of `make test`): sets up its peers itself
 # (benchmarks/peers, benchmarks/node_modules), writes benchmarks/results/.
-# e.g. make bench BENCH_ARGS="--size 256M --no-browser"
+# e.g. make bench BENCH_ARGS="--size 256M --no-browser" S3_BENCH_ARGS="--size 256M"
 bench: venv
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/s3bench.py $(S3_BENCH_ARGS)
 
 # The reliability tests, longer: TUS_SEED (default: a fresh one, printed), TUS_TORTURE_KILLS,
 # TUS_FUZZ_EXAMPLES, TUS_LOAD_UPLOADS, TUS_LOAD_MIB, TUS_MODEL_EXAMPLES, TUS_MODEL_STEPS.
