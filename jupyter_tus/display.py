@@ -58,16 +58,11 @@ def destination(info: FileInfo, root: Path | None = None) -> str:
     return info.path
 
 
-def file_info_html(infos: Sequence[FileInfo]) -> str:
-    """A table of uploads: name, size, progress, state, destination, id, created."""
+def file_info_html(infos: Sequence[FileInfo], root: Path | None = None) -> str:
+    """A table of uploads: name, size, progress, state, destination (relative to
+    ``root``, the server's root_dir, when under it), id, created."""
     if not infos:
         return "<p><em>No uploads.</em></p>"
-    from .helpers import workspace_root
-
-    try:
-        root = workspace_root()
-    except Exception:  # never let a lookup break a display
-        root = None
     rows = []
     for info in infos:
         frac = fraction(info)

@@ -31,7 +31,6 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from . import cors, ietf, metrics, protocol
-from .filestore import Durability
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
@@ -344,7 +343,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         if (
             TusHandler._streaming == 1
             and not self.manager.blocking_io  # an object store's write may send a part
-            and self._durability is not Durability.COMPLETE
+            and self._durability != "complete"
             and writer.fits(len(chunk))  # else the write commits: never on the loop
         ):
             # A lone upload writes inline: a thread hop per piece costs more than the
@@ -488,7 +487,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return info
 
     @property
-    def _durability(self) -> Durability | None:
+    def _durability(self) -> str | None:
+        """The file store's durability ('always', 'complete', 'never'; a str enum), or
+        None for a store without one."""
         return self.manager.durability
 
     def _commit_is_cheap(self, writer: ChunkWriter) -> bool:
@@ -497,7 +498,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         info = writer.info
         return (
             not self.manager.blocking_io  # an object store's commit puts a record
-            and self._durability is not Durability.ALWAYS
+            and self._durability != "always"
             and info.unverified_from is None
             and writer.declares is None
             and (info.size is None or writer.start + writer.written < info.size)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import summary
+from . import display, summary
 from .filestore import FileStore
 from .store import DataStore, FileInfo, UploadIncomplete
 
@@ -86,9 +86,19 @@ class Uploads(list):
     """A list of :class:`FileInfo` that renders as a table in a notebook."""
 
     def _repr_html_(self) -> str:
-        from .display import file_info_html
+        return html_table(list(self))
 
-        return file_info_html(list(self))
+
+def html_table(infos: list[FileInfo]) -> str:
+    """Uploads as an HTML table, destinations relative to the server's root_dir."""
+    try:
+        root = workspace_root()
+    except Exception:  # never let a lookup break a display
+        root = None
+    return display.file_info_html(infos, root)
+
+
+FileInfo.html_table = html_table  # a FileInfo in a notebook: see store.FileInfo
 
 
 # --------------------------------------------------------------------------- the store
@@ -231,9 +241,7 @@ def _bounded_repr(value: str | bytes, unit: str) -> str:
     base = str.__repr__ if isinstance(value, str) else bytes.__repr__
     if len(value) <= REPR_LIMIT:
         return base(value)
-    from .display import human_size
-
-    size = human_size(len(value.encode() if isinstance(value, str) else value))
+    size = display.human_size(len(value.encode() if isinstance(value, str) else value))
     head = base(value[:100])  # at most ~400 characters, escapes included
     return f"<{len(value):,} {unit} ({size}), starting {head}>"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, ClassVar, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- errors
 
@@ -164,10 +164,14 @@ class FileInfo:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def _repr_html_(self) -> str:
-        from .display import file_info_html
+    # How a notebook shows uploads (an HTML table), set by jupyter_tus.helpers when the
+    # package is imported: this module imports nothing of the display (no import cycle
+    # store -> display -> helpers -> store).
+    html_table: ClassVar[Callable[[list[FileInfo]], str] | None] = None
 
-        return file_info_html([self])
+    def _repr_html_(self) -> str | None:
+        table = FileInfo.html_table
+        return None if table is None else table([self])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -203,7 +203,8 @@ def test_explicit_store_argument(server, tmp_path, monkeypatch):
 def test_html_rendering(in_server):
     infos = jupyter_tus.list_uploads()
     page = infos._repr_html_()
-    assert page == file_info_html(infos)
+    assert page == file_info_html(infos, jupyter_tus.helpers.workspace_root())
+    assert "<td>data/blob.bin</td>" in page  # relative to the server's root_dir
     assert page.count("<tr>") == len(infos) + 1
     assert "half.csv" in page and "uploading" in page and "30%" in page
     assert "<td>done</td>" in page
