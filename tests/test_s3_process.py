@@ -1,12 +1,16 @@
-"""S3Store behind a real ``jupyter server`` process: a real tus client (tuspy) in
-chunks, and a kill -9 of the server in the middle of a PATCH, then a restart: the
-upload resumes from what S3 acknowledged and lands intact (issue 11, phase 2)."""
+"""S3Store behind a real ``jupyter server`` process: real tus clients (tuspy in chunks;
+tus-js-client under Node in chunks, resumed, in parallel), and a kill -9 of the server
+in the middle of a PATCH, then a restart: the upload resumes from what S3
+acknowledged and lands intact (issue 11, phase 2)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,6 +23,7 @@ from .conftest import encode_metadata
 
 MiB = 1024 * 1024
 PREFIX = "me/"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -113,3 +118,79 @@ def test_kill_9_mid_patch_and_restart_lose_nothing(s3_process):
     assert r.status_code == 204, r.text
     assert r.headers["Upload-Offset"] == str(len(data))
     assert landed(s3_process, "k.bin") == data
+
+
+TUS_JS_CLIENT = REPO / "labextension" / "node_modules" / "tus-js-client"
+NODE_UPLOAD = r"""
+const fs = require('fs');
+const o = JSON.parse(process.env.UPLOAD_OPTIONS);
+const tus = require(process.env.TUS_JS_CLIENT);
+// a Buffer for parallel uploads (sliced into partial uploads), else a stream
+const source = o.parallel ? fs.readFileSync(o.file) : fs.createReadStream(o.file);
+const upload = new tus.Upload(source, {
+  endpoint: o.endpoint,
+  uploadUrl: o.uploadUrl || null,
+  headers: o.headers,
+  chunkSize: o.chunkSize || Infinity,
+  parallelUploads: o.parallel || 1,
+  metadata: o.metadata,
+  retryDelays: [],
+  onChunkComplete(size, accepted) {
+    if (o.stopAfter && accepted >= o.stopAfter) {
+      upload.abort().then(() => {
+        console.log(JSON.stringify({ stopped: upload.url }));
+        process.exit(0);
+      });
+    }
+  },
+  onError(err) { console.error(String(err)); process.exit(1); },
+  onSuccess() { console.log(JSON.stringify({ done: upload.url })); },
+});
+upload.start();
+"""
+
+
+def tus_js(server, src, tmp_path, **options) -> dict:
+    """One tus-js-client (tus 1.0.0) upload under Node; what it printed last."""
+    if not (TUS_JS_CLIENT / "package.json").exists():
+        pytest.fail("labextension/node_modules is missing: `make test` installs it (npm ci)")
+    script = tmp_path / "upload.js"
+    script.write_text(NODE_UPLOAD)
+    options = {
+        "endpoint": server.endpoint,
+        "headers": server.auth,
+        "file": str(src),
+        "metadata": {"filename": src.name},
+        **options,
+    }
+    done = subprocess.run(
+        ["node", str(script)],
+        env={
+            **os.environ,
+            "TUS_JS_CLIENT": str(TUS_JS_CLIENT),
+            "UPLOAD_OPTIONS": json.dumps(options),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_tus_js_client_uploads_into_the_bucket(s3_process, tmp_path):
+    """In chunks, stopped and resumed from the server's offset; and in parallel
+    (tus-js-client's parallelUploads: partial uploads, then a final concatenation)."""
+    data = os.urandom(11 * MiB + 5)
+    src = tmp_path / "js.bin"
+    src.write_bytes(data)
+    first = tus_js(s3_process, src, tmp_path, chunkSize=3 * MiB, stopAfter=6 * MiB)
+    url = first["stopped"]  # absolute
+    r = requests.head(url, headers={**s3_process.auth, "Tus-Resumable": "1.0.0"})
+    assert r.headers["Upload-Offset"] == str(6 * MiB)
+    tus_js(s3_process, src, tmp_path, chunkSize=3 * MiB, uploadUrl=url)
+    assert landed(s3_process, "js.bin") == data
+    src2 = tmp_path / "parallel.bin"
+    src2.write_bytes(data[::-1])
+    tus_js(s3_process, src2, tmp_path, parallel=2)
+    assert landed(s3_process, "parallel.bin") == data[::-1]
