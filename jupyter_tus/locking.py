@@ -139,3 +139,29 @@ class MemoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class ReleaseRequests:
+    """tusd's ``requestUnlock``, kept apart from any store (the manager's): the request
+    holding an upload's lock registers how it lets go, a newcomer asks it to.
+
+    ``register(id, lock, callback)`` while ``lock`` is held; ``request(id)`` calls the
+    callback once (True) if that lock is still held, else False (nobody to ask, or a
+    holder that already let go: its registration is stale and dropped). Any thread.
+    Works with every store's locks (``store.UploadLockLike``: ``held``)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._holders: dict[str, tuple[object, Callable[[], None]]] = {}
+
+    def register(self, upload_id: str, lock: object, callback: Callable[[], None]) -> None:
+        with self._guard:
+            self._holders[upload_id] = (lock, callback)
+
+    def request(self, upload_id: str) -> bool:
+        with self._guard:
+            entry = self._holders.pop(upload_id, None)
+        if entry is None or not getattr(entry[0], "held", False):
+            return False
+        entry[1]()
+        return True

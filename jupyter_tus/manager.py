@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import destinations, hooks, metrics, protocol, summary
+from . import destinations, hooks, locking, metrics, protocol, summary
 from .hooks import HookFailed, HookRefused, Hooks, RequestContext
 from .quotas import Quotas
 from .store import (
@@ -78,6 +78,9 @@ class UploadManager:
         self._under_way: dict[str, tuple[int | None, int]] = {}
         self._staged = 0
         store.on_landing_failure = self._landing_failed
+        # Who holds which upload's lock in this server and how it lets go (a takeover):
+        # the manager's, whatever the store (tusd's composer: locking apart from it).
+        self.releases = locking.ReleaseRequests()
         # What the server advertises: what the store offers (tusd's composer).
         self.extensions = protocol.store_extensions(store)
         self.checksum_algorithms = protocol.store_checksum_algorithms(store)
@@ -323,7 +326,7 @@ class UploadManager:
         # (an object store's lock asks the store whether the upload exists: not here)
         while not (await loop.run_in_executor(None, take) if self.blocking_io else take()):
             if not asked:
-                asked = self.store.request_release(upload_id)
+                asked = self.releases.request(upload_id)
                 if asked:
                     self.log.info("upload %s: asked the current request to let go", upload_id)
                     metrics.LOCK_TAKEOVERS.inc()
@@ -333,7 +336,7 @@ class UploadManager:
                     f" within {self.lock_wait:g} s"
                 )
             await asyncio.sleep(LOCK_POLL)
-        self.store.on_release_request(upload_id, on_release_request)
+        self.releases.register(upload_id, lock, on_release_request)
         return lock
 
     # ------------------------------------------------------------------ uploads under way

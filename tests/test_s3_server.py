@@ -360,3 +360,23 @@ async def test_a_kernel_finds_the_store_through_the_server(tus: TusClient, backe
         hashlib.sha256(BIG).hexdigest(),
         {"file": "FileStore", "s3": "S3Store"}[backend.kind],
     ]
+
+
+async def test_a_stale_patch_lets_go_for_a_newcomer(
+    tus: TusClient, tus_app, backend, jp_http_port, jp_base_url, jp_auth_header
+):
+    """The takeover (tusd's requestUnlock, the manager's ReleaseRequests): a HEAD while
+    a PATCH holds the upload on a quiet connection asks it to let go; it keeps what
+    arrived (S3Store: as its tail), and the client resumes from there."""
+    from .test_connections import RawPatch, wait_for
+
+    uid = await tus.create_id(4096, {"filename": "stale.bin"})
+    stale = RawPatch(jp_http_port, f"{jp_base_url}api/tus/uploads/{uid}", jp_auth_header, 0, 4096)
+    await stale.open()
+    await stale.send(b"s" * 1000)
+    await wait_for(lambda: tus_app.manager._under_way.get(uid, (0, 0))[1] >= 1000)
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == "1000"
+    stale.close()
+    assert (await tus.patch(uid, 1000, b"t" * 3096)).code == 204
+    assert backend.landed("stale.bin") == b"s" * 1000 + b"t" * 3096
