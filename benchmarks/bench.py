@@ -231,6 +231,13 @@ class TornadoCeiling(Server):
         ]
 
 
+class Discard(Server):
+    """``servers/discard.py``: reads every body into a reused buffer and drops it."""
+
+    def command(self):
+        return [sys.executable, str(HERE / "servers" / "discard.py"), str(self.port)]
+
+
 class TusNode(Server):
     def command(self):
         return ["node", str(HERE / "servers" / "tus_node.mjs"), str(self.port), str(self.dir)]
@@ -437,6 +444,22 @@ class Bench:
             srv.stop()
             raise
 
+    def discard(self):
+        """One request to the raw-socket server that drops the bytes: the loopback
+        ceiling of this client (nothing lands, nothing to check)."""
+        srv = Discard(self.work).start()
+        try:
+            with open(self.src, "rb") as f, Probe(srv) as probe:
+                conn = Conn(srv.port)
+                t0 = time.perf_counter()
+                expect(conn.request("PUT", "/upload", src=f, count=self.size), 204)
+                dt = time.perf_counter() - t0
+                conn.close()
+            return dt, [], probe, srv
+        except BaseException:
+            srv.stop()
+            raise
+
     def contents(self, args: list[str]):
         """JupyterLab's file browser upload: sequential PUT api/contents/<path>, JSON
         {type, format: base64, name, chunk: 1..n / -1 for the last, content}, 1 MiB each."""
@@ -493,7 +516,8 @@ class Bench:
                 elif mode == "cli":
                     checks = [(self.cli(srv), self.digest)]
                 else:
-                    p = target.upload(f, 0, self.size, "t.bin", BLOCK if mode == "8m" else None)
+                    step = {"8m": BLOCK, "1m": MiB}.get(mode)
+                    p = target.upload(f, 0, self.size, "t.bin", step)
                     checks = [(p, self.digest)]
                 dt = time.perf_counter() - t0
             return dt, checks, probe, srv
@@ -523,12 +547,139 @@ class Bench:
         return srv.dir / self.src.name
 
 
+# ---------------------------------------------------------------- many small files
+
+
+class SmallFiles:
+    """Many small files as the browser sends them (issue 10), against one server (the
+    default durability, ``complete``), the two ways interleaved in every round:
+
+    - stock: JupyterLab's file browser, one ``PUT api/contents/<folder>/<name>`` with
+      JSON ``{type: "file", format: "base64", name, content}`` per file
+      (``packages/filebrowser/src/model.ts``, files under its 1 MiB chunk size);
+    - tus: the jupyter-tus lab extension, one creation-with-upload ``POST`` per file
+      (``Upload-Length`` and the whole body, ``application/offset+octet-stream``).
+
+    ``threads`` client threads, each with its own keep-alive connection (a browser
+    has 6 per host). Measured per batch: wall time from the first request to the last
+    answer, and the server's CPU time (user + system). Every file is checked after
+    the round. Files are made of random bytes, the same for every file."""
+
+    def __init__(self, work: Path, count: int, size: int, threads: int) -> None:
+        self.work, self.count, self.size, self.threads = work, count, size, threads
+        self.data = os.urandom(size)
+        self.b64 = base64.b64encode(self.data).decode()
+        self.local = threading.local()
+
+    def conn(self, srv: Jupyter) -> Conn:
+        c = getattr(self.local, "conn", None)
+        if c is None or c.port != srv.port:
+            c = self.local.conn = Conn(srv.port)
+        return c
+
+    def put(self, srv: Jupyter, folder: str, i: int) -> None:
+        name = f"f{i}.bin"
+        body = json.dumps(
+            {"type": "file", "format": "base64", "name": name, "content": self.b64}
+        ).encode()
+        h = {**srv.headers, "Content-Type": "text/plain;charset=UTF-8"}
+        expect(self.conn(srv).request("PUT", f"/api/contents/{folder}/{name}", h, body), 201)
+
+    def post(self, srv: Jupyter, folder: str, i: int) -> None:
+        h = {
+            **srv.headers,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(self.size),
+            "Upload-Metadata": f"filename {b64(f'f{i}.bin')},path {b64(folder)},filetype {OCTETS}",
+            "Content-Type": "application/offset+octet-stream",
+        }
+        expect(self.conn(srv).request("POST", "/api/tus/uploads", h, self.data), 201)
+
+    def batch(self, srv: Jupyter, ex: ThreadPoolExecutor, fn, folder: str) -> tuple[float, float]:
+        (srv.dir / folder).mkdir()
+        os.sync()  # untimed: no batch pays for another's writeback
+        probe = Probe(srv)
+        cpu0 = probe.tree_cpu()
+        t0 = time.perf_counter()
+        list(ex.map(lambda i: fn(srv, folder, i), range(self.count)))
+        dt = time.perf_counter() - t0
+        cpu = probe.tree_cpu() - cpu0
+        names = sorted(p.name for p in (srv.dir / folder).iterdir())
+        assert len(names) == self.count, f"{folder}: {len(names)} of {self.count} files"
+        for name in names:
+            assert (srv.dir / folder / name).read_bytes() == self.data, f"{folder}/{name}"
+        return dt, cpu
+
+    def run(self, rounds: int) -> dict:
+        srv = Jupyter(self.work, []).start()
+        out: dict[str, list] = {"stock": [], "tus": []}
+        try:
+            with ThreadPoolExecutor(self.threads) as ex:
+                for way, fn in (("stock", self.put), ("tus", self.post)):
+                    self.batch(srv, ex, fn, f"warm-{way}")  # first-request imports
+                for rnd in range(rounds):
+                    ways = [("stock", self.put), ("tus", self.post)]
+                    for way, fn in ways if rnd % 2 == 0 else ways[::-1]:
+                        dt, cpu = self.batch(srv, ex, fn, f"{way}-{rnd}")
+                        out[way].append({"seconds": dt, "server_cpu_s": cpu})
+                        print(
+                            f"round {rnd + 1}/{rounds}  small files {way:5s}"
+                            f" {dt:6.3f} s  server CPU {cpu:.3f} s",
+                            flush=True,
+                        )
+        finally:
+            srv.stop()
+        return {
+            "count": self.count,
+            "size": self.size,
+            "threads": self.threads,
+            "rounds": rounds,
+            **{
+                way: {
+                    "runs": runs,
+                    "best_s": min(r["seconds"] for r in runs),
+                    "median_s": statistics.median(r["seconds"] for r in runs),
+                    "cpu_s": statistics.median(r["server_cpu_s"] for r in runs),
+                }
+                for way, runs in out.items()
+            },
+        }
+
+
+def small_markdown(r: dict) -> str:
+    stock, tus = r["stock"], r["tus"]
+    lines = [
+        f"{r['count']} files of {r['size']} bytes, {r['threads']} client threads, one server"
+        f" (durability complete), {r['rounds']} interleaved rounds",
+        "",
+        "| upload | wall s, best (median) | files/s (best) | server CPU ms/file (median) |",
+        "|---|---|---|---|",
+    ]
+    for label, x in (
+        ("stock contents PUT (base64 JSON)", stock),
+        ("tus creation-with-upload", tus),
+    ):
+        lines.append(
+            f"| {label} | {x['best_s']:.3f} ({x['median_s']:.3f}) "
+            f"| {r['count'] / x['best_s']:.0f} | {1000 * x['cpu_s'] / r['count']:.2f} |"
+        )
+    lines += [
+        "",
+        f"tus / stock wall time: {tus['best_s'] / stock['best_s']:.2f} (best),"
+        f" {tus['median_s'] / stock['median_s']:.2f} (median); server CPU"
+        f" {tus['cpu_s'] / stock['cpu_s']:.2f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def rows(b: Bench, work: Path) -> dict:
     never = ["--TusApp.durability=never"]
     table = {
         "disk: 8 MiB writes + fsync": b.disk,
         "tornado ceiling: 1 request": lambda: b.tornado(None),
         "tornado ceiling: 8 MiB requests": lambda: b.tornado(BLOCK),
+        "tornado ceiling: 1 MiB requests": lambda: b.tornado(MiB),
+        "raw socket, bytes discarded (loopback ceiling)": b.discard,
         "stock contents API (1 MiB base64 JSON)": lambda: b.contents([]),
     }
     for label, mk in [
@@ -539,6 +690,7 @@ def rows(b: Bench, work: Path) -> dict:
     ]:
         modes = [("one", "1 PATCH"), ("8m", "8 MiB PATCHes"), ("parallel", "4 parallel")]
         if label.startswith("jupyter-tus"):
+            modes.insert(2, ("1m", "1 MiB PATCHes"))  # behind a 1 MiB proxy limit
             modes.append(("cli", "`jupyter tus upload`"))
         for mode, what in modes:
             table[f"{label}: {what}"] = lambda mk=mk, mode=mode: b.tus(mk(), mode)
@@ -551,7 +703,7 @@ def run_row(fn) -> dict:
     srv = out[3] if len(out) > 3 else None
     try:
         ok = all(p.exists() and sha256(p) == d for p, d in checks)
-        res = {"seconds": dt, "ok": ok, **probe.result()}
+        res = {"seconds": dt, "ok": ok, "checked": len(checks), **probe.result()}
     finally:
         for p, _ in checks:
             with contextlib.suppress(OSError):
@@ -565,6 +717,7 @@ def run_row(fn) -> dict:
 def summarize(label: str, runs: list[dict], size: int) -> dict:
     speeds = [size / MiB / r["seconds"] for r in runs if r.get("ok")]
     out = {"label": label, "runs": runs, "ok": bool(runs) and all(r.get("ok") for r in runs)}
+    out["checked"] = any(r.get("checked") for r in runs)
     if speeds:
         out.update(mibs=statistics.median(speeds), mibs_min=min(speeds), mibs_max=max(speeds))
     cpu = [r["server_cpu_s"] / (size / (1 << 30)) for r in runs if r.get("server_cpu_s")]
@@ -622,7 +775,22 @@ def markdown(results: list[dict], size: int, rounds: int, when: str) -> str:
             f"| {fmt(r.get('server_cpu_s_per_gib'), '.2f')} "
             f"| {fmt(r.get('rss_growth_mib'), '.1f')} "
             f"| {fmt(r.get('status_p50_ms'), '.1f')} / {fmt(r.get('status_p99_ms'), '.1f')} "
-            f"| {'ok' if r['ok'] else 'FAIL'} |"
+            f"| {('ok' if r['checked'] else '-') if r['ok'] else 'FAIL'} |"
+        )
+    pairs = [  # issue 13, part 7: the per-request cost and the bulk path
+        ("jupyter-tus never: 1 MiB PATCHes", "tornado ceiling: 1 MiB requests", 0.8),
+        ("jupyter-tus never: 1 PATCH", "raw socket, bytes discarded (loopback ceiling)", 0.85),
+    ]
+    pairs = [
+        (a, b, t) for a, b, t in pairs if by.get(a, {}).get("mibs") and by.get(b, {}).get("mibs")
+    ]
+    if pairs:
+        lines += ["", "| ratio | medians | best rounds | target |", "|---|---|---|---|"]
+    for a, b, target in pairs:
+        x, y = by[a], by[b]
+        lines.append(
+            f"| {a} / {b} | {x['mibs'] / y['mibs']:.2f} | {x['mibs_max'] / y['mibs_max']:.2f}"
+            f" | >= {target} |"
         )
     cli_rows = [r for r in results if r["label"].endswith(": `jupyter tus upload`")]
     if cli_rows:
@@ -661,6 +829,13 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated substrings of the rows to run")
     ap.add_argument("--no-browser", action="store_true", help="skip the Playwright run")
     ap.add_argument(
+        "--small",
+        default="200x10000",
+        help="the many-small-files section: COUNTxBYTES (issue 10: 200 files of 10 kB)",
+    )
+    ap.add_argument("--small-threads", type=int, default=6, help="its client threads")
+    ap.add_argument("--small-rounds", type=int, default=7, help="its interleaved rounds")
+    ap.add_argument(
         "--work", default=None, help="scratch directory (default: benchmarks/results/work)"
     )
     args = ap.parse_args()
@@ -686,7 +861,11 @@ def main() -> int:
         ensure_peers()  # only the peers' rows need them
     runs: dict[str, list[dict]] = {k: [] for k in table}
     order = list(table.items())
-    for rnd in range(args.rounds):
+    small = None
+    if not args.only or "small" in args.only:
+        count, nbytes = (int(x) for x in args.small.lower().split("x"))
+        small = SmallFiles(work, count, nbytes, args.small_threads).run(args.small_rounds)
+    for rnd in range(args.rounds if order else 0):
         # rotate the order each round: no row always follows the same one
         k = rnd % len(order)
         for label, fn in order[k:] + order[:k]:
@@ -705,7 +884,9 @@ def main() -> int:
             )
     results = [summarize(k, v, size) for k, v in runs.items()]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    md = markdown(results, size, args.rounds, when)
+    md = markdown(results, size, args.rounds, when) if results else ""
+    if small is not None:
+        md += ("\n" if md else "") + small_markdown(small)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     (results_dir / f"bench-{stamp}.md").write_text(md)
     (results_dir / f"bench-{stamp}.json").write_text(
@@ -716,6 +897,7 @@ def main() -> int:
                 "when": when,
                 "machine": machine(),
                 "rows": results,
+                "small_files": small,
             },
             indent=1,
         )
