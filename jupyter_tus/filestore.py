@@ -22,6 +22,7 @@ of the bytes on disk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import errno
 import fcntl
@@ -85,6 +86,13 @@ def _open_file(path: str | os.PathLike, mode: str = "rb", buffering: int = -1) -
     """Open a regular file of the store: never through a symlink, never blocking on a
     FIFO or a device someone put in its place. Anything but a regular file is
     FileNotFoundError (for the store, its file is not there)."""
+    return _open_file_stat(path, mode, buffering)[0]
+
+
+def _open_file_stat(
+    path: str | os.PathLike, mode: str = "rb", buffering: int = -1
+) -> tuple[BinaryIO, os.stat_result]:
+    """``_open_file``, and the file's ``fstat`` taken to check it."""
     flags = {"rb": os.O_RDONLY, "r+b": os.O_RDWR}[mode]
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -92,10 +100,11 @@ def _open_file(path: str | os.PathLike, mode: str = "rb", buffering: int = -1) -
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
             raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
-    return open(fd, mode, buffering=buffering)
+    return open(fd, mode, buffering=buffering), st
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,10 +147,12 @@ class UploadLock:
         ``timeout`` passed). Raises UploadNotFound if the upload does not exist."""
         if self._fd is not None:
             raise RuntimeError("lock already held by this object")
-        path = self._store._lock_path(self.upload_id)
-        if not self._store._info_path(self.upload_id).exists():
+        store = self._store
+        path = f"{store._dir}/{self.upload_id}.lock"
+        info = store._info_name(self.upload_id)
+        if not os.path.exists(info):
             raise UploadNotFound(f"upload {self.upload_id} not found")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
@@ -160,7 +171,7 @@ class UploadLock:
             raise
         # The upload may have been terminated while we waited: then the lock file we
         # hold is unlinked and the info gone.
-        if not self._store._info_path(self.upload_id).exists():
+        if not os.path.exists(info):
             os.close(fd)
             raise UploadNotFound(f"upload {self.upload_id} not found")
         self._fd = fd
@@ -198,6 +209,7 @@ class FileStore:
         workspace: Workspace | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
+        self._dir = str(self.directory)
         # Where finished uploads land; on its own the store lands anywhere the OS allows.
         self.workspace = workspace or Workspace("/", allow_hidden=True)
         self.durability = Durability(durability)
@@ -223,6 +235,14 @@ class FileStore:
 
     def _data_path(self, upload_id: str) -> Path:
         return self.directory / self._check_id(upload_id)
+
+    # The same names as strings, for the per-request path (pathlib costs more than the
+    # system calls there).
+    def _data_name(self, upload_id: str) -> str:
+        return f"{self._dir}/{self._check_id(upload_id)}"
+
+    def _info_name(self, upload_id: str) -> str:
+        return f"{self._dir}/{self._check_id(upload_id)}.info"
 
     def _info_path(self, upload_id: str) -> Path:
         return self.directory / f"{self._check_id(upload_id)}.info"
@@ -274,16 +294,23 @@ class FileStore:
         """The record of ``upload_id``. NotARecord (an UploadNotFound) when the file
         there is not a record of this store (not JSON, or not naming its own id): the
         store leaves it alone and no request sees it as an upload."""
+        return self._read_record(upload_id)[0]
+
+    def _read_record(self, upload_id: str) -> tuple[FileInfo, float | None]:
+        """``_read_info``, and the record's mtime (seconds) when it was read."""
         if upload_id in self._quarantined:
             raise UploadQuarantined(
                 f"upload {upload_id} could not be recovered when the server started"
                 f" ({self._quarantined[upload_id]}); it is kept as it is for the"
                 " administrator: upload the file again"
             )
-        path = self._info_path(upload_id)
+        path = self._info_name(upload_id)
+        mtime = None
         try:
-            with _open_file(path) as f:
+            f, st = _open_file_stat(path)
+            with f:
                 raw = f.read(RECORD_MAX + 1)
+            mtime = st.st_mtime
             data = json.loads(raw) if len(raw) <= RECORD_MAX else None
         except FileNotFoundError:
             if not os.path.lexists(path):
@@ -294,25 +321,38 @@ class FileStore:
         info = _record(data, upload_id)
         if info is None:
             raise NotARecord(f"upload {upload_id} not found")
-        return info
+        return info, mtime
 
-    def _save_info(self, info: FileInfo) -> None:
-        """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole."""
-        path = self._info_path(info.id)
-        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-        data = json.dumps(info.to_json(), indent=1).encode()
+    def _save_info(self, info: FileInfo, sync_dir: bool = True, lock: str | None = None) -> None:
+        """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole.
+        ``sync_dir=False``: the caller syncs the staging folder itself, before it
+        renames or links anything else and before it returns. ``lock``: a new
+        upload's first record, whose file also becomes its lock file (a hard link,
+        made before the record is installed): the next record replaces ``<id>.info``
+        but the file stays, as ``<id>.lock``, so a creation makes one file less and
+        frees none."""
+        path = self._info_name(info.id)
+        tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+        data = json.dumps(_record_json(info), indent=1).encode()
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if lock is not None:
+                with contextlib.suppress(OSError):  # no hard links here: made when locked
+                    os.link(tmp, lock)
             os.replace(tmp, path)
-            if self._fsync:
+            if self._fsync and sync_dir:
                 _fsync_dir(self.directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             if _no_space(exc):
                 raise InsufficientStorage("no space left to record the upload's state") from exc
             raise
@@ -325,8 +365,9 @@ class FileStore:
             return 0
         return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
-    def _refresh(self, info: FileInfo) -> FileInfo:
-        """Fill in what is derived from the disk: the offset and the expiry."""
+    def _refresh(self, info: FileInfo, record_mtime: float | None = None) -> FileInfo:
+        """Fill in what is derived from the disk: the offset and the expiry.
+        ``record_mtime``: the record's mtime if the caller has it (one stat less)."""
         if info.is_complete:
             info.offset = info.size or 0
             info.expires = None
@@ -335,12 +376,22 @@ class FileStore:
                 # one whose final never comes (or was made) would stay for good
                 info.expires = self._last_activity(info) + self.expiration
             return info
-        stored = self._stored_bytes(info.id)
+        # One lstat of the data file: its size is the offset, its mtime the last byte.
+        try:
+            st = os.lstat(self._data_name(info.id))
+        except FileNotFoundError:
+            st = None
+        regular = st is not None and stat.S_ISREG(st.st_mode)
+        stored = st.st_size if regular else 0
         info.offset = stored if info.size is None else min(stored, info.size)
         if info.unverified_from is not None:
             info.offset = min(info.offset, info.unverified_from)
         if self.expiration is not None:
-            info.expires = self._last_activity(info) + self.expiration
+            if record_mtime is None:
+                with contextlib.suppress(FileNotFoundError):
+                    record_mtime = os.stat(self._info_name(info.id)).st_mtime
+            times = [info.created, record_mtime or 0.0, st.st_mtime if st is not None else 0.0]
+            info.expires = max(times) + self.expiration
         return info
 
     def last_activity(self, info: FileInfo) -> float:
@@ -359,19 +410,7 @@ class FileStore:
 
     def new_upload(self, info: FileInfo) -> str:
         """Create an upload from ``info`` (its id is chosen here) and return the id."""
-        self._ensure_directory()
-        if info.size is not None:
-            if self.max_size is not None and info.size > self.max_size:
-                raise UploadTooLarge(
-                    f"upload size {info.size} exceeds the maximum of {self.max_size} bytes"
-                )
-            self.check_free_space(info.size)
-        info.id = secrets.token_urlsafe(24)  # 192 random bits
-        info.offset = 0
-        info.is_complete = False
-        info.created = time.time()
-        if info.path is not None:
-            info.path = os.path.abspath(info.path)
+        self._new_record(info)
         # The record first, then the bytes: a crash in between leaves a record without
         # data, which recovery drops; the store never leaves data it cannot name.
         self._save_info(info)
@@ -392,6 +431,104 @@ class FileStore:
             with self.lock(info.id), contextlib.suppress(LandingFailed, LandingRefused):
                 self._complete(info)
         return info.id
+
+    def _new_record(self, info: FileInfo) -> None:
+        """Check ``info``'s size against the limits and the free space, and make it a
+        new upload's record: its id (192 random bits), offset 0, created now."""
+        self._ensure_directory()
+        if info.size is not None:
+            if self.max_size is not None and info.size > self.max_size:
+                raise UploadTooLarge(
+                    f"upload size {info.size} exceeds the maximum of {self.max_size} bytes"
+                )
+            self.check_free_space(info.size)
+        info.id = secrets.token_urlsafe(24)  # 192 random bits
+        info.offset = 0
+        info.is_complete = False
+        info.created = time.time()
+        if info.path is not None:
+            info.path = os.path.abspath(info.path)
+
+    def create_whole(self, info: FileInfo, body: bytes | bytearray | memoryview) -> FileInfo:
+        """``new_upload`` with the upload's whole body (``len(body) == info.size > 0``):
+        created, written, completed and landed in one call, under the upload's lock,
+        with the syncs of ``new_upload``, a write and its commit, in the same order
+        (tests/test_durability.py's rules), the staging folder synced once for the
+        record's name and the data file's (before anything else is renamed or
+        linked). The first record's file becomes the lock file (``_save_info(lock=)``):
+        three files made, none freed. Bytes are written whole (``body`` is at most a
+        few hundred KiB: the server sends only small bodies this way).
+
+        Returns the upload's info, complete. A landing that fails is recorded in it (as
+        for ``settle``: retried, or refused for good with ``landing_error``); the upload
+        exists either way, and ``landed_path`` says whether its file is there."""
+        if info.size is None or len(body) != info.size or not info.size:
+            raise ValueError("create_whole takes the upload's whole body, not empty")
+        if info.is_final:
+            raise UploadNotPatchable("a final concatenation takes no body")
+        self._new_record(info)
+        # The record first, then the bytes, as in new_upload; the folder's fsync that
+        # makes the record's name durable waits for the data file's name (both before
+        # the next rename, the completion record's).
+        self._save_info(info, sync_dir=False, lock=f"{self._dir}/{info.id}.lock")
+        data = self._data_name(info.id)
+        lock = self._new_lock(info.id)
+        try:
+            try:
+                fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                self._abandon(info.id)
+                if _no_space(exc):
+                    raise InsufficientStorage("no space left to create the upload") from exc
+                raise
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._fsync:
+                    os.fsync(fd)  # every byte, before the record that says complete
+            except OSError as exc:
+                os.close(fd)
+                self._abandon(info.id)
+                if _no_space(exc):
+                    raise InsufficientStorage(
+                        f"the server's disk is full: {info.size} bytes do not fit"
+                    ) from exc
+                raise
+            os.close(fd)
+            if self._fsync:
+                _fsync_dir(self.directory)  # the record's name and the data file's
+            with contextlib.suppress(LandingFailed, LandingRefused):
+                self._complete(info, synced=True)
+        finally:
+            lock.release()
+        return self._refresh(info)
+
+    def _new_lock(self, upload_id: str) -> UploadLock:
+        """The lock of an upload this thread is creating (nobody else knows its id
+        yet), taken without looking for its record: it was just written."""
+        lock = self.lock(upload_id)
+        fd = os.open(f"{self._dir}/{upload_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # someone found it already: wait as anyone would
+            os.close(fd)
+            if not lock.acquire(timeout=lock.timeout):
+                raise UploadLocked(f"upload {upload_id} is locked by another writer") from None
+            return lock
+        lock._fd = fd
+        return lock
+
+    def _abandon(self, upload_id: str) -> None:
+        """Remove what a creation that failed had made (the data file, then the
+        record, then the lock file, as ``terminate``)."""
+        for name in (self._data_name(upload_id), self._info_name(upload_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self._dir}/{upload_id}.lock")
+        if self._fsync:
+            _fsync_dir(self.directory)
 
     def _awaits_landing(self, info: FileInfo) -> bool:
         """Complete, with a destination, not refused for good, and still staged."""
@@ -455,7 +592,7 @@ class FileStore:
         its move, when its landing was refused, or for an upload without destination."""
         if not info.is_complete or not info.path or info.landing_error:
             return None
-        if self._data_path(info.id).exists():
+        if os.path.exists(self._data_name(info.id)):
             return None
         return info.path
 
@@ -484,7 +621,7 @@ class FileStore:
             )
 
     def get_info(self, upload_id: str) -> FileInfo:
-        return self._refresh(self._read_info(upload_id))
+        return self._refresh(*self._read_record(upload_id))
 
     def list_uploads(self) -> list[FileInfo]:
         """Every upload the store knows, finished or not, newest first."""
@@ -530,6 +667,21 @@ class FileStore:
         past the length, the bytes that fit are kept and UploadTooLarge is raised. The
         caller holds the lock."""
         return FileChunkWriter(self, self.get_info(upload_id), offset, checksum, length, limit)
+
+    def open_writer_at(
+        self,
+        info: FileInfo,
+        offset: int,
+        checksum: Checksum | None = None,
+        length: int | None = None,
+        limit: int | None = None,
+        kept: KeptFile | None = None,
+    ) -> FileChunkWriter:
+        """``open_writer`` for an upload whose record the caller has just read
+        (``get_info``) under its lock: it is not read again. ``kept``: the data file
+        the upload's last write left open (``commit(keep=True)``), the lock held since;
+        then ``info`` is what that commit returned, and nothing is opened."""
+        return FileChunkWriter(self, info, offset, checksum, length, limit, kept)
 
     def write_chunk(
         self, upload_id: str, offset: int, src: BinaryIO, checksum: Checksum | None = None
@@ -667,14 +819,15 @@ class FileStore:
 
     # ------------------------------------------------------------------ completion
 
-    def _complete(self, info: FileInfo) -> None:
-        """All bytes are in: make them durable, record completion, then land.
+    def _complete(self, info: FileInfo, synced: bool = False) -> None:
+        """All bytes are in: make them durable (unless ``synced``: the caller did,
+        after the last byte), record completion, then land.
 
         Completion is recorded (with the destination and what the file is) *before*
         the move, so a crash between the two leaves an info that ``recover()``
         finishes."""
         data = self._data_path(info.id)
-        if self._fsync:
+        if self._fsync and not synced:
             with _open_file(data) as f:
                 os.fsync(f.fileno())
         info.is_complete = True
@@ -977,6 +1130,15 @@ def _record(data: object, upload_id: str) -> FileInfo | None:
     return FileInfo.from_json(data)
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(FileInfo))
+
+
+def _record_json(info: FileInfo) -> dict:
+    """``info.to_json()`` without its deep copy (``dataclasses.asdict``): the record
+    is encoded at once, nothing keeps the dict."""
+    return {name: getattr(info, name) for name in _FIELDS}
+
+
 def _identity(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
@@ -1024,6 +1186,19 @@ def _copy(src: BinaryIO, dst: BinaryIO) -> None:
         shutil.copyfileobj(src, dst, COPY_BLOCK)
 
 
+@dataclasses.dataclass
+class KeptFile:
+    """An upload's data file left open by a write that committed (``commit(keep=True)``),
+    at its end, for the next write of the same upload: the server keeps it, with the
+    upload's lock, between the PATCHes of one client (``UploadManager.park``)."""
+
+    file: BinaryIO
+    since_writeback: int = 0  # bytes written since the last writeback was started
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class FileChunkWriter:
     """One write into a FileStore upload: the data file is opened once and stays open
     while the body streams in; every piece goes straight to it."""
@@ -1036,6 +1211,7 @@ class FileChunkWriter:
         checksum: Checksum | None,
         length: int | None = None,
         limit: int | None = None,
+        kept: KeptFile | None = None,
     ) -> None:
         if info.is_complete or info.is_final:
             raise UploadNotPatchable(
@@ -1064,6 +1240,16 @@ class FileChunkWriter:
         self._checksum = checksum
         self._since_writeback = 0
         self._writeback: Future | None = None
+        self.kept: KeptFile | None = None  # the file, left open by commit(keep=True)
+        if kept is not None:
+            # The file the last write of this upload left open at its end (the caller
+            # held the lock since): no need to open it again, nor to record anything.
+            if checksum:
+                raise ValueError("a checksummed write records itself first: open the file")
+            self._file = kept.file
+            self._file.seek(offset)
+            self._since_writeback = kept.since_writeback
+            return
         if checksum:
             # Record the verified offset first: until the checksum is checked, a crash
             # must not count the bytes of this write.
@@ -1071,7 +1257,7 @@ class FileChunkWriter:
             store._save_info(info)
         # Kept open for the whole request; closed by commit() or abort().
         try:
-            self._file = _open_file(store._data_path(info.id), "r+b", buffering=0)
+            self._file = _open_file(store._data_name(info.id), "r+b", buffering=0)
         except FileNotFoundError:
             raise UploadNotFound(f"the staged bytes of upload {info.id} are gone") from None
         self._file.seek(offset)
@@ -1105,7 +1291,45 @@ class FileChunkWriter:
             raise
         if excess:
             raise UploadTooLarge(f"the body goes {excess} bytes past {self._edge}")
-        self._since_writeback += len(data)
+        self._wrote(len(data))
+
+    @property
+    def spliceable(self) -> bool:
+        """Can bytes go to the file without passing through Python (``splice_from``)?
+        Not when a checksum must see them."""
+        return self._hasher is None
+
+    def room(self) -> int | None:
+        """How many more bytes this write takes (None: no bound)."""
+        return None if self._room is None else self._room - self.written
+
+    def splice_from(self, pipe: int, n: int) -> None:
+        """Write the ``n`` bytes waiting in the pipe ``pipe`` to the file with
+        ``os.splice`` (no copy through Python), as ``write`` would write them. Within
+        ``room()``, without a checksum (``spliceable``). On a full disk what fitted is
+        kept and InsufficientStorage raised (the rest stays in the pipe)."""
+        if not self.spliceable or (self._room is not None and self.written + n > self._room):
+            raise ValueError("splice_from: a checksummed write, or past the room")
+        fd = self._file.fileno()
+        total = n
+        try:
+            while n:
+                m = os.splice(pipe, fd, n)
+                if not m:
+                    raise OSError(errno.EIO, "the pipe ran dry")
+                self.written += m
+                n -= m
+        except OSError as exc:
+            if _no_space(exc):
+                raise InsufficientStorage(
+                    f"the server's disk is full after {self.start + self.written} bytes"
+                ) from exc
+            raise
+        self._wrote(total)
+
+    def _wrote(self, n: int) -> None:
+        """``n`` more bytes are in the file: start a writeback every WRITEBACK_EVERY."""
+        self._since_writeback += n
         if (
             self._since_writeback >= WRITEBACK_EVERY
             and self.store.durability is Durability.COMPLETE
@@ -1120,9 +1344,14 @@ class FileChunkWriter:
     def _close(self) -> None:
         self._file.close()
 
-    def commit(self) -> FileInfo:
-        """End of the body: check the checksum, fsync as configured, complete if full."""
+    def commit(self, keep: bool = False) -> FileInfo:
+        """End of the body: check the checksum, fsync as configured, complete if full.
+        ``keep``: when the upload stays unfinished and nothing had to be recorded (no
+        checksum, no length declared), leave the data file open in ``kept`` for the
+        next write (the caller holds on to the lock until then, or closes it)."""
         info = self.info
+        st = None
+        keep = keep and not self._checksum and self.declares is None
         try:
             if self._checksum and self._hasher.digest() != self._checksum.digest:
                 self.store._cut_back(self._file, self.start)
@@ -1134,8 +1363,12 @@ class FileChunkWriter:
                 )
             if self.store.durability is Durability.ALWAYS:
                 os.fsync(self._file.fileno())
+            st = os.fstat(self._file.fileno())
+            end = self.start + self.written
+            if keep and st.st_size == end and (info.size is None or end < info.size):
+                self.kept = KeptFile(self._file, self._since_writeback)
         finally:
-            if not self._file.closed:
+            if self.kept is None and not self._file.closed:
                 self._close()
         self._clear_unverified()
         if self.declares is not None:  # completes (and lands) when every byte is in
@@ -1143,7 +1376,16 @@ class FileChunkWriter:
         info.offset = self.start + self.written
         if info.size is not None and info.offset == info.size:
             self.store._complete(info)
-        return self.store._refresh(info)
+            return self.store._refresh(info)
+        if self._checksum:  # its record was saved again after the last byte
+            return self.store._refresh(info)
+        # Unfinished: the offset is the size of the file just written (tusd's rule),
+        # read from the open file rather than stat'ed again by name.
+        info.offset = st.st_size if info.size is None else min(st.st_size, info.size)
+        if self.store.expiration is not None:
+            # the last byte arrived just now: the file's mtime is the last activity
+            info.expires = max(info.created, st.st_mtime) + self.store.expiration
+        return info
 
     def abort(self) -> FileInfo:
         """The body ended early. Without a checksum the bytes that arrived are kept;

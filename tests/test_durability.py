@@ -52,7 +52,10 @@ Each mode drives: ``a``, three writes (the middle one checksummed), landing with
 link; ``b``, two writes (the completing one checksummed), landing with a rename over
 an existing file; two partial uploads and their concatenation ``c``, which completes
 without a write's commit, so that even ``always`` needs the completion's own fsync;
-``n``, landing in ``new/deeper/``, two folders the landing makes; ``h``, a checksummed
+``n``, landing in ``new/deeper/``, two folders the landing makes; ``w`` and ``wp``,
+created with their whole body in one call (``create_whole``: the creation, the write
+and the completion at once, so its one call is held to every rule of each), landing
+with a link and staying in the store (a partial upload); ``h``, a checksummed
 write cut back three times (a wrong checksum, an aborted writer, a crash and
 ``recover()`` in a new store), then the rest written and landed; ``t``, terminated
 after a write. Rules (g), (h) and (i) count what they checked, and the test asserts
@@ -345,11 +348,14 @@ class Upload:
     folder: str = "incoming"  # where it lands, below the workspace: made by the landing
     # when it is not "incoming", which the test makes
     terminated: bool = False  # terminated before it completes
+    whole: bool = False  # created with its whole body in one call (create_whole)
     uid: str = ""
     inode: tuple[int, int] | None = None  # of the staged data file
     landed: str = ""  # where it landed, "" for a partial upload
 
     def label(self, n: int) -> str:
+        if self.whole:  # its one write is its creation
+            return f"create_whole {self.name}"
         return f"write_chunk {self.name}#{n + 1}"
 
     @property
@@ -378,6 +384,10 @@ def make_uploads(seed: int) -> list[Upload]:
         Upload("c", p1 + p2, [], parts=parts),
         # lands in two folders that do not exist yet: the landing makes them
         Upload("n", n, [(25_000, False), (60_000, False)], folder="new/deeper"),
+        # created with the whole body, completed and landed in that one call
+        Upload("w", rnd.randbytes(40_000), [(40_000, False)], whole=True),
+        # the same, a partial upload: complete in the store, never lands
+        Upload("wp", rnd.randbytes(30_000), [(30_000, False)], partial=True, whole=True),
     ]
 
 
@@ -393,6 +403,22 @@ def create(store: FileStore, rec: Recorder, workspace: Path, up: Upload) -> None
         is_final=bool(up.parts),
         partial_uploads=[p.uid for p in up.parts],
     )
+    if up.whole:
+        with rec.call(f"new_upload {up.name}"), rec.call(up.completing):
+            up.uid = store.create_whole(info, up.data).id
+        rec.watched[up.name] = str(store.directory / up.uid)
+        # the staged data file, as the completion record names it (it may have
+        # landed, or been copied to another filesystem, since)
+        record = next(
+            e.record
+            for e in rec.segment(up.completing)
+            if e.op in MOVES and (e.record or {}).get("is_complete")
+        )
+        up.inode = tuple(record["landed"][:2]) if record.get("landed") else None
+        if up.inode is None:  # stays in the store: no landed identity recorded
+            st = os.stat(store.directory / up.uid)
+            up.inode = (st.st_dev, st.st_ino)
+        return
     with rec.call(f"new_upload {up.name}"):
         up.uid = store.new_upload(info)
     staged = store.directory / up.uid
@@ -431,7 +457,7 @@ def drive(store: FileStore, rec: Recorder, workspace: Path, uploads: list[Upload
     (workspace / "incoming").mkdir(parents=True)
     for up in uploads:
         create(store, rec, workspace, up)
-        for n in range(len(up.chunks)):
+        for n in range(0 if up.whole else len(up.chunks)):
             write(store, rec, up, n)
         finish(store, rec, up)
 
