@@ -20,7 +20,7 @@ import mimetypes
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
@@ -30,7 +30,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from . import cors, ietf, metrics, protocol
+from . import bodies, cors, ietf, metrics, protocol
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
 from .manager import UploadManager
 from .protocol import OFFSET_CONTENT_TYPE, TUS_VERSION, ProtocolError
@@ -111,10 +111,43 @@ INLINE_TYPES = frozenset(
 _MIME = re.compile(r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")
 READ_BLOCK = 1024 * 1024
 UNLIMITED_BODY = 1 << 62
-# Body pieces handed to data_received, read from the socket in halves of it (tornado:
-# 64 KiB both): far fewer recv()/write() calls and trips through tornado's delegates
-# per GiB; a request holds about 2 of them at most.
+# Chunked body pieces handed to data_received, read from the socket in halves of it
+# (tornado: 64 KiB both): far fewer recv()/write() calls and trips through tornado's
+# delegates per GiB. (Bodies with a Content-Length are read by ``bodies``: into a
+# pooled buffer of the same size, or spliced into the file.)
 BODY_CHUNK = 1024 * 1024
+# A creation whose body is the whole upload, up to this many bytes, is received first
+# and then created, written, completed and landed in one worker-thread hop
+# (``UploadManager.create_whole``): the many small files of a folder dropped in the
+# browser. The body is held in memory until then: less than one body piece.
+WHOLE_BODY_MAX = 256 * 1024
+
+# Reports (an event, a log line) to make on the event loop, collected by work done in
+# a worker thread.
+Reports = list[Callable[[], None]]
+
+
+@dataclasses.dataclass
+class _Whole:
+    """A creation whose body is the whole upload, received before it is created."""
+
+    size: int
+    metadata: dict[str, str]
+    partial: bool
+    checksum: Any
+    body: bytearray = dataclasses.field(default_factory=bytearray)
+
+
+@dataclasses.dataclass
+class _Created:
+    """What a creation's worker-thread hop made: the upload, where it landed (an empty
+    file lands at once), and the lock and writer for its body, if it has one."""
+
+    info: FileInfo
+    landed: str | None
+    lock: Any = None
+    writer: ChunkWriter | None = None
+    error: BaseException | None = None
 
 
 # What a request may be refused with: named store errors, protocol violations, hooks.
@@ -169,7 +202,14 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.request.method = override.strip().upper()
         self._refusal: web.HTTPError | None = None
         self._drained = 0
+        self._gone = False  # the connection closed
         self._writer: ChunkWriter | None = None
+        self._whole: _Whole | None = None  # a small creation's body, received first
+        self._idle_timer: object | None = None
+        # (info, where it landed relative to root_dir) for an upload's info whose
+        # landing was looked up in a worker thread, so that the answer does not stat it
+        # again; for that very FileInfo object only (a newer one is looked up)
+        self._landed: tuple[FileInfo, str | None] | None = None
         self._lock: UploadLockLike | None = None
         self._committing = False
         self._writing: asyncio.Future | None = None  # a piece being written in a thread
@@ -270,14 +310,18 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         limit = self.tus_config.max_size or UNLIMITED_BODY
         connection = self.request.connection
         connection.set_max_body_size(max(limit, self.tus_config.drain_limit))
-        # Larger body pieces for this request only (params is shared by the server).
-        params = getattr(connection, "params", None)
-        if self.request.method in ("PATCH", "POST") and params and params.chunk_size < BODY_CHUNK:
-            connection.params = copy.copy(params)
-            connection.params.chunk_size = BODY_CHUNK
-            stream = getattr(connection, "stream", None)
-            if stream is not None and stream.read_chunk_size < BODY_CHUNK // 2:
-                stream.read_chunk_size = BODY_CHUNK // 2
+        if self.request.method in ("PATCH", "POST") and not bodies.install(
+            connection, self.request.headers, self
+        ):
+            # A chunked body: larger pieces for this request only (params is shared by
+            # the server).
+            params = getattr(connection, "params", None)
+            if params and params.chunk_size < BODY_CHUNK:
+                connection.params = copy.copy(params)
+                connection.params.chunk_size = BODY_CHUNK
+                stream = getattr(connection, "stream", None)
+                if stream is not None and stream.read_chunk_size < BODY_CHUNK // 2:
+                    stream.read_chunk_size = BODY_CHUNK // 2
         try:
             await super().prepare()
             if cors.is_allowed_preflight(self):
@@ -327,12 +371,18 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     # ------------------------------------------------------------------ body
 
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+    def data_received(self, chunk: bytes | memoryview) -> Awaitable[None] | None:
+        # ``chunk`` may be a view of a buffer that is reused once this returns (or its
+        # awaitable resolves): see ``bodies``. What is kept is copied.
         self._take_piece_error()
         if self._refusal is not None:
             self._drained += len(chunk)
             if self._drained > self.tus_config.drain_limit and not self._finished:
                 self.send_error(self._refusal.status_code, exc_info=(None, self._refusal, None))
+            return None
+        if self._whole is not None:  # bounded by Content-Length, which is its length
+            self._whole.body += chunk
+            self._last_data = time.monotonic()
             return None
         writer = self._writer
         if writer is None:
@@ -373,7 +423,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         except UploadTooLarge as exc:
             self._piece_error = exc
             try:
-                self._overflow_info = writer.commit()
+                info = self._overflow_info = writer.commit()
+                if info.is_complete:
+                    self._landed = (info, self.manager.landed_relative(info))
             except StoreError as commit_exc:
                 self._piece_error = commit_exc
         except StoreError as exc:
@@ -382,6 +434,40 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             if writer.written > before:
                 self.manager.received(writer.info.id, writer.written - before)
 
+    def body_sink(self) -> Any:
+        """For ``bodies``: the writer the body's next bytes may be spliced into (the
+        file store's ``FileChunkWriter.splice_from``), when this request would write
+        them inline (see ``data_received``) and nothing must see them (a checksum);
+        else None."""
+        writer = self._writer
+        if (
+            writer is None
+            or self._refusal is not None
+            or self._piece_error is not None
+            or TusHandler._streaming != 1
+            or self.manager.blocking_io
+            or self._durability == "complete"
+            or not getattr(writer, "spliceable", False)
+        ):
+            return None
+        return writer
+
+    def body_spliced(self, pipe: int, n: int) -> bool:
+        """For ``bodies``: ``n`` bytes of the body wait in ``pipe``: write them (as
+        ``_write_piece`` would). Returns whether all were (the pipe is empty again)."""
+        writer = self._writer
+        self._last_data = time.monotonic()
+        before = writer.written
+        try:
+            writer.splice_from(pipe, n)
+        except StoreError as exc:  # a full disk: what fitted is kept; drain the rest
+            self._piece_error = exc
+        finally:
+            if writer.written > before:
+                self.manager.received(writer.info.id, writer.written - before)
+        self._take_piece_error()
+        return writer.written - before == n
+
     def _take_piece_error(self) -> None:
         exc, self._piece_error = self._piece_error, None
         info, self._overflow_info = self._overflow_info, None
@@ -389,7 +475,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self._error_headers["Upload-Offset"] = str(info.offset)
             if info.is_complete:
                 self._error_headers.update(self.landed_path_header(info))
-                self.manager.completed(info)
+                self.manager.completed(info, **self._known_landing(info))
             else:
                 self.manager.track(info)
         if isinstance(exc, LandingRefused) and self._writer is not None:
@@ -401,11 +487,28 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         """Stream the body into ``writer``; end it if the client goes quiet too long."""
         self._writer = writer
         TusHandler._streaming += 1
+        self._start_idle_timer()
+        if self._gone:  # the connection closed while the writer was being opened
+            self._release()
+
+    def _start_idle_timer(self) -> None:
         self._last_data = time.monotonic()
-        IOLoop.current().call_later(self.tus_config.idle_timeout, self._check_idle)
+        self._idle_timer = IOLoop.current().call_later(
+            self.tus_config.idle_timeout, self._check_idle
+        )
+
+    def _stop_idle_timer(self) -> None:
+        """Drop the idle check of a request that ended: a timer left for the idle
+        timeout (a minute) would keep the handler, and its request, alive that long."""
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None:
+            IOLoop.current().remove_timeout(timer)
+
+    def _receiving(self) -> bool:
+        return self._writer is not None or self._whole is not None
 
     def _check_idle(self) -> None:
-        if self._writer is None or self._committing or self._finished:
+        if not self._receiving() or self._committing or self._finished:
             return
         quiet = time.monotonic() - self._last_data
         if quiet >= self.tus_config.idle_timeout:
@@ -414,15 +517,18 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             )
             self._let_go()
         else:
-            IOLoop.current().call_later(self.tus_config.idle_timeout - quiet, self._check_idle)
+            self._idle_timer = IOLoop.current().call_later(
+                self.tus_config.idle_timeout - quiet, self._check_idle
+            )
 
     def _let_go(self) -> None:
         """Stop receiving (takeover, idle): keep what arrived, unlock, drop the link.
 
         Only a request streaming a body lets go: any other (HEAD, DELETE, a final
         concatenation) ends soon by itself, and cutting it would lose its answer."""
-        if self._committing or self._writer is None:
+        if self._committing or not self._receiving():
             return
+        self._whole = None  # a small creation's body: nothing was created yet
         self._release()
         self.request.connection.close()
 
@@ -462,16 +568,20 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             TusHandler._streaming -= 1
         return writer
 
-    async def commit(self) -> FileInfo:
+    async def commit(self, park: bool = False) -> FileInfo:
         """End of the body: verify and make durable off the event loop (an fsync or the
-        final move of a big file takes seconds), then report completion."""
+        final move of a big file takes seconds), then report completion. ``park``: an
+        upload left unfinished keeps its lock and open data file for the next PATCH
+        (``UploadManager.park``), where its store's writer can (``commit(keep=True)``)."""
         writer = self._take_writer()
         self._committing = True
         try:
             if self._commit_is_cheap(writer):
-                info = writer.commit()  # a close and a stat: not worth a thread hop
+                # an fstat (and a close, unless kept): not worth a thread hop
+                keep = park and hasattr(writer, "kept") and not self._gone
+                info = writer.commit(keep=True) if keep else writer.commit()
             else:
-                info = await asyncio.get_running_loop().run_in_executor(None, writer.commit)
+                info = await self._run(self._commit_and_locate, writer)
         except LandingRefused:
             self.manager.refused(writer.info)
             raise
@@ -481,10 +591,30 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         finally:
             self._committing = False
         if info.is_complete:
-            self.manager.completed(info)
+            self.manager.completed(info, **self._known_landing(info))
         else:
             self.manager.track(info)
+        kept = getattr(writer, "kept", None)
+        if kept is not None:
+            if self._lock is not None and not self._gone:
+                self.manager.park(info.id, self._lock, kept, info)
+                self._lock = None  # the park holds it now
+            else:
+                kept.close()
         return info
+
+    def _commit_and_locate(self, writer: ChunkWriter) -> FileInfo:
+        """In a worker thread: commit, and, for an upload that completed, look up where
+        it landed now rather than on the loop."""
+        info = writer.commit()
+        if info.is_complete:
+            self._landed = (info, self.manager.landed_relative(info))
+        return info
+
+    def _known_landing(self, info: FileInfo) -> dict[str, Any]:
+        """``landed=`` for the manager's reports, when a worker thread looked it up."""
+        known = self._landed
+        return {"landed": known[1]} if known is not None and known[0] is info else {}
 
     @property
     def _durability(self) -> str | None:
@@ -510,26 +640,34 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
     async def current_info(self, upload_id: str) -> FileInfo:
-        """The upload as a client may rely on it (``manager.check``), after settling
-        what its bytes still need off the loop: an upload whose bytes all arrived
-        without their commit is completed, a failed move retried (the caller holds
-        the lock). So HEAD never says offset == length of an upload that has not
-        landed, unless its move waits for a retry (503 then) or was refused (403)."""
+        """``_current`` in a worker thread, its reports made on the loop."""
+        reports: Reports = []
+        try:
+            return await self._run(self._current, upload_id, reports)
+        finally:
+            for report in reports:
+                report()
+
+    def _current(self, upload_id: str, reports: Reports) -> FileInfo:
+        """In a worker thread: the upload as a client may rely on it
+        (``manager.check``), after settling what its bytes still need: an upload whose
+        bytes all arrived without their commit is completed, a failed move retried
+        (the caller holds the lock). So HEAD never says offset == length of an upload
+        that has not landed, unless its move waits for a retry (503 then) or was
+        refused (403). Completion and refusal are reported (``reports``) on the loop."""
         manager = self.manager
-        if manager.blocking_io:  # every step a request to the object store
-            info = await self._run(manager.get_info, upload_id)
-        else:
-            info = manager.get_info(upload_id)
+        info = manager.get_info(upload_id)
         if manager.needs_settling(info):
             try:
-                info, landed = await self._run(manager.settle, info)
+                info, landed = manager.settle(info)
             except LandingRefused:
-                self.manager.refused(await self._run(manager.get_info, upload_id))
+                refused = manager.get_info(upload_id)
+                reports.append(lambda: manager.refused(refused))
                 raise
             if landed:
-                self.manager.completed(info)
-        if manager.blocking_io:
-            return await self._run(manager.check, info)
+                where = manager.landed_relative(info)
+                self._landed = (info, where)
+                reports.append(lambda: manager.completed(info, landed=where))
         return manager.check(info)
 
     # ------------------------------------------------------------------ lock
@@ -538,17 +676,65 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self._upload_id = upload_id
         self._lock = await self.manager.acquire(upload_id, self._let_go)
 
+    async def locked(self, upload_id: str, work: Callable[..., Any], *args: Any) -> Any:
+        """Take the upload's lock and do ``work(upload_id, *args, reports)`` (blocking
+        work: read the record, settle, open the data file) in one worker-thread hop;
+        return what it returns, or raise what it raised once the lock is ours
+        (released when the request ends). ``reports`` it collects are made on the loop.
+        A lock a PATCH kept (``UploadManager.park``) is taken over at once; one that
+        another request holds is asked for on the loop (``manager.acquire``), and the
+        work done in a second hop."""
+        self._upload_id = upload_id
+        manager = self.manager
+        reports: Reports = []
+        if self._lock is None and (parked := manager.unpark(upload_id)) is not None:
+            parked.kept.close()  # a PATCH kept it: ours now
+            self._hold(upload_id, parked.lock)
+
+        def hop(lock: Any) -> tuple[Any, Any, BaseException | None]:
+            if lock is None:
+                lock = manager.lock(upload_id)
+                if not lock.acquire(blocking=False):
+                    return None, None, None
+            try:
+                return lock, work(upload_id, *args, reports), None
+            except Exception as exc:  # raised on the loop, the lock held until the end
+                return lock, None, exc
+
+        lock, value, error = await self._run(hop, self._lock)
+        if lock is None:  # busy: ask its holder to let go, wait for it, then work
+            await self.lock(upload_id)
+            _, value, error = await self._run(hop, self._lock)
+        elif self._lock is None:
+            self._hold(upload_id, lock)
+            if self._gone:  # the connection closed during the hop: let go now
+                self._release()
+        for report in reports:
+            report()
+        if error is not None:
+            raise error
+        return value
+
+    def _hold(self, upload_id: str, lock: Any) -> None:
+        """This request holds the upload's lock now (takeovers ask it to let go)."""
+        self._upload_id, self._lock = upload_id, lock
+        self.manager.hold(upload_id, lock, self._let_go)
+
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
 
     def on_connection_close(self) -> None:
+        self._gone = True
+        self._whole = None
+        self._stop_idle_timer()
         super().on_connection_close()
         if not self._committing:
             self._release()
 
     def on_finish(self) -> None:
+        self._stop_idle_timer()
         metrics.request_answered(self.request.method, self.get_status(), self._error_code)
         if not self._committing:
             self._release()
@@ -569,8 +755,16 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     def landed_path_header(self, info: FileInfo) -> dict[str, str]:
         """``Jupyter-Tus-Path``, only for a file that is there now."""
-        landed = self.manager.landed_relative(info)
+        landed = self.landed_relative(info)
         return {} if landed is None else {LANDED_PATH_HEADER: urllib.parse.quote(landed)}
+
+    def landed_relative(self, info: FileInfo) -> str | None:
+        """``manager.landed_relative``, unless a worker thread looked it up already
+        for this very ``info``."""
+        known = self._landed
+        if known is not None and known[0] is info:
+            return known[1]
+        return self.manager.landed_relative(info)
 
     @allow_unauthenticated  # for CORS preflights: prepare authenticates any other OPTIONS
     @tus_errors
@@ -637,13 +831,12 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         self, upload_id: str, offset: int, checksum: Any, length: int | None = None
     ) -> ChunkWriter:
         """The store's writer for this body, bounded by ``max_chunk_size`` (opened in
-        a thread where the store reads its record over the network)."""
+        a worker thread: it reads the record and opens the data file, or asks an
+        object store)."""
         limit = self.tus_config.max_chunk_size or None
-        if self.manager.blocking_io:
-            return await self._run(
-                self.manager.open_writer, upload_id, offset, checksum, length=length, limit=limit
-            )
-        return self.manager.open_writer(upload_id, offset, checksum, length=length, limit=limit)
+        return await self._run(
+            self.manager.open_writer, upload_id, offset, checksum, length=length, limit=limit
+        )
 
     def check_body_fits(self, info: FileInfo, offset: int) -> None:
         length = self.body_length()
@@ -675,26 +868,135 @@ class UploadsHandler(TusHandler):
         partial = concat is not None and concat[0] == "partial"
         if concat is not None and concat[0] == "final":
             self._final_of = [self._id_from_url(url) for url in concat[1]]
-        if self._has_body():
+        body = self._has_body()
+        if body:
             self.check_body_size()  # before the upload exists: nothing to clean up
-        self._info = await self.manager.create_upload(
-            size, metadata, self.request_context(), partial=partial, final_of=self._final_of
-        )
+        # What refuses the body is answered once the upload exists, with its Location.
+        refusal, checksum = self._body_refusal(size) if body else (None, None)
+        if self.manager.hooks.pre_create is not None:
+            metadata = await self.manager.pre_create(
+                size, metadata, self.request_context(), partial=partial, final_of=self._final_of
+            )
+        if body and refusal is None and self._fits_whole(size, concat):
+            # Received first, then created, written and landed in one hop (post).
+            self._whole = _Whole(size, metadata, partial, checksum)
+            self._start_idle_timer()
+            return
+        # Created, locked and its writer opened for the body in one hop.
+        with_body = body and refusal is None
+        created = await self._run(self._create, size, metadata, partial, with_body, checksum)
+        self._info = info = created.info
+        self._landed = (info, created.landed)
         # From here on the upload exists: every answer, errors too, says where (and,
         # for an empty file that landed at once, where it landed).
-        self._error_headers["Location"] = self.upload_url(self._info.id)
-        self._error_headers.update(self.landed_path_header(self._info))
-        if self._has_body():
+        self._error_headers["Location"] = self.upload_url(info.id)
+        self._error_headers.update(self.landed_path_header(info))
+        if created.lock is not None:
+            self._hold(info.id, created.lock)
+        if refusal is not None:
+            raise refusal
+        if created.error is not None:
+            raise created.error
+        if not body:
+            return
+        if info.is_complete:  # an empty file, complete at creation
+            self._takes_no_body = True  # a chunked body may still bring bytes
+            return
+        writer = created.writer
+        if writer is None:  # its lock was taken meanwhile (the sweep): wait for it
+            await self.lock(info.id)
+            writer = await self.open_writer(info.id, 0, checksum)
+        self.start_writing(writer)
+
+    def _body_refusal(self, size: int | None) -> tuple[Exception | None, Any]:
+        """Why a creation's body is refused (and the Upload-Checksum it brings)."""
+        try:
             if self._final_of is not None:
                 raise UploadNotPatchable("a final concatenation takes no body")
             self.require_content_type()
-            self.check_body_fits(self._info, 0)
-            checksum = self.parse_checksum()
-            if self._info.is_complete:  # an empty file, complete at creation
-                self._takes_no_body = True  # a chunked body may still bring bytes
-                return
-            await self.lock(self._info.id)
-            self.start_writing(await self.open_writer(self._info.id, 0, checksum))
+            self.check_body_fits(FileInfo(size=size), 0)
+            return None, self.parse_checksum()
+        except REFUSALS as exc:
+            return exc, None
+
+    def _fits_whole(self, size: int | None, concat: Any) -> bool:
+        """A body that is the whole upload, small enough to receive before creating it
+        (``WHOLE_BODY_MAX``), for a store that can create it in one go."""
+        return (
+            concat is None
+            and size is not None
+            and 0 < size <= WHOLE_BODY_MAX
+            and self.request.headers.get("Content-Length") == str(size)
+            and self.manager.creates_whole
+        )
+
+    def _create(
+        self,
+        size: int | None,
+        metadata: dict[str, str],
+        partial: bool,
+        with_body: bool,
+        checksum: Any,
+    ) -> _Created:
+        """In a worker thread: create the upload; for a body, take its lock and open its
+        writer. A refusal once the upload exists comes back in ``error``."""
+        manager = self.manager
+        info = manager.create(size, metadata, partial=partial, final_of=self._final_of)
+        created = _Created(info, manager.landed_relative(info))
+        if not with_body or info.is_complete:
+            return created
+        lock = manager.lock(info.id)
+        try:
+            if not lock.acquire(blocking=False):
+                return created
+        except StoreError as exc:  # gone already (terminated by someone)
+            created.error = exc
+            return created
+        created.lock = lock
+        try:
+            created.writer = manager.open_writer_at(
+                info, 0, checksum, limit=self.tus_config.max_chunk_size or None
+            )
+        except Exception as exc:
+            created.error = exc
+        return created
+
+    def _concatenate(self, final_id: str, partial_ids: list[str], reports: Reports) -> FileInfo:
+        """In a worker thread, under the final upload's lock: the concatenation, and
+        where it landed."""
+        info = self.manager.concatenate(final_id, partial_ids)
+        self._landed = (info, self.manager.landed_relative(info))
+        return info
+
+    async def _create_whole(self) -> None:
+        """A small creation with its whole body, received: create, write, verify,
+        complete and land it in one worker-thread hop (``manager.create_whole``)."""
+        whole, self._whole = self._whole, None
+        self._committing = True
+        try:
+            info, landed, error = await self._run(
+                self.manager.create_whole,
+                whole.size,
+                whole.metadata,
+                whole.body,
+                whole.checksum,
+                partial=whole.partial,
+            )
+        finally:
+            self._committing = False
+        self._info, self._landed = info, (info, landed)
+        self.set_header("Location", self.upload_url(info.id))
+        self._error_headers["Location"] = self.upload_url(info.id)
+        self._error_headers.update(self.landed_path_header(info))
+        if error is not None:  # the upload exists: a wrong checksum, a landing that failed
+            if isinstance(error, LandingRefused):
+                self.manager.refused(info)
+            raise error
+        self.manager.completed(info, landed=landed)
+        self.set_header("Upload-Offset", str(info.offset))
+        self.set_landed_path(info)
+        self.set_status(201)
+        self.finish()
 
     def _parse_length(self, final: bool) -> int | None:
         headers = self.request.headers
@@ -736,29 +1038,32 @@ class UploadsHandler(TusHandler):
         if self.draft is not None:
             await ietf.create(self)
             return
+        if self._whole is not None:
+            self.raise_refusal()
+            await self._create_whole()
+            return
         if self._info is not None:
             self.set_header("Location", self.upload_url(self._info.id))
         self.raise_refusal()
         info = self._info
         if self._final_of is not None:
-            await self.lock(info.id)
             try:
-                info = await self._run(self.manager.concatenate, info.id, self._final_of)
+                info = await self.locked(info.id, self._concatenate, self._final_of)
             except StoreError:
                 self.manager.refresh(info.id)
                 raise
-            self.manager.completed(info)
+            self.manager.completed(info, **self._known_landing(info))
         elif self._writer is not None:
             info = await self.commit()
         elif info.is_complete:  # an empty file is complete at creation
-            if info.path and self.manager.landed_relative(info) is None:
+            if info.path and self.landed_relative(info) is None:
                 if info.landing_error:
                     self.manager.refused(info)
                     raise LandingRefused(info.landing_error)
                 raise LandingFailed(
                     "the empty file could not be created at its destination yet; the server retries"
                 )
-            self.manager.completed(info)
+            self.manager.completed(info, **self._known_landing(info))
         if info.expires is not None and not info.is_complete:
             self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
         if self._writer is not None or self._has_body():
@@ -800,8 +1105,12 @@ class UploadHandler(TusHandler):
             raise protocol.MethodNotAllowed(
                 "this server's store does not offer the termination extension"
             )
-        elif method in ("HEAD", "DELETE"):
-            await self.lock(upload_id)
+        elif method == "HEAD":
+            self._head_info = await self.locked(upload_id, self._current)
+        elif method == "DELETE":
+            await self.locked(upload_id, _nothing)
+
+    _head_info: FileInfo | None = None
 
     async def _prepare_patch(self, upload_id: str) -> None:
         headers = self.request.headers
@@ -810,13 +1119,46 @@ class UploadHandler(TusHandler):
         offset = protocol.parse_non_negative("Upload-Offset", headers.get("Upload-Offset"))
         checksum = self.parse_checksum()
         length = headers.get("Upload-Length")
-        await self.lock(upload_id)
-        info = await self.current_info(upload_id)
+        parked = self.manager.unpark(upload_id)
+        if parked is not None and checksum is None and length is None:
+            # The same client's next PATCH: the lock, the record and the open data file
+            # are still here (``UploadManager.park``); nothing to read or open.
+            self._hold(upload_id, parked.lock)
+            self.start_writing(self._resume(parked, offset))
+            return
+        if parked is not None:  # a checksum or a length to record: the full way
+            parked.kept.close()
+            self._hold(upload_id, parked.lock)
+        # The lock, the record, settling and the writer: one worker-thread hop.
+        self.start_writing(await self.locked(upload_id, self._open_patch, offset, checksum, length))
+
+    def _resume(self, parked: Any, offset: int) -> ChunkWriter:
+        """A writer on the file a PATCH kept open (``parked``), checked against the
+        info it committed; a refusal closes the file (the lock stays ours)."""
+        try:
+            info = self.manager.check(parked.info)  # expiry: no I/O for an unfinished one
+            if offset != info.offset:
+                raise OffsetMismatch(info.offset, offset)
+            self.check_body_fits(info, offset)
+            return self.manager.open_writer_at(
+                info, offset, limit=self.tus_config.max_chunk_size or None, kept=parked.kept
+            )
+        except BaseException:
+            parked.kept.close()
+            raise
+
+    def _open_patch(
+        self, upload_id: str, offset: int, checksum: Any, length: str | None, reports: Reports
+    ) -> ChunkWriter:
+        """In a worker thread, under the upload's lock: check the PATCH against the
+        upload and open its writer."""
+        info = self._current(upload_id, reports)
         if info.is_final or info.is_complete:
             raise UploadNotPatchable(f"upload {upload_id} takes no more data")
         if offset != info.offset:
             raise OffsetMismatch(info.offset, offset)
         declares = None
+        record = info
         if length is not None:
             size = protocol.parse_non_negative("Upload-Length", length)
             if info.size is None:
@@ -824,14 +1166,16 @@ class UploadHandler(TusHandler):
                 # declares nothing. Refused now if it cannot be declared at all.
                 self.check_length(size, offset)
                 if self.manager.quotas.enabled:
-                    await self._run(self.manager.check_length, info, size)
+                    self.manager.check_length(info, size)
                 info, declares = dataclasses.replace(info, size=size), size
             elif size != info.size:
                 raise protocol.InvalidHeader(
                     f"Upload-Length {size} differs from the upload's length {info.size}"
                 )
         self.check_body_fits(info, offset)
-        self.start_writing(await self.open_writer(upload_id, offset, checksum, length=declares))
+        return self.manager.open_writer_at(
+            record, offset, checksum, length=declares, limit=self.tus_config.max_chunk_size or None
+        )
 
     @web.authenticated  # also checked in prepare; says so to jupyter-server
     @tus_errors
@@ -840,7 +1184,7 @@ class UploadHandler(TusHandler):
             await ietf.answer_offset(self, upload_id)
             return
         self.raise_refusal()
-        info = await self.current_info(upload_id)
+        info = self._head_info or await self.current_info(upload_id)
         self.set_header("Cache-Control", "no-store")
         self.set_upload_headers(info)
         if info.size is not None:
@@ -864,7 +1208,7 @@ class UploadHandler(TusHandler):
             await ietf.append(self, upload_id)
             return
         self.raise_refusal()
-        info = await self.commit()
+        info = await self.commit(park=True)
         self.set_upload_headers(info)
         self.set_status(204)
         self.finish()
@@ -884,9 +1228,9 @@ class UploadHandler(TusHandler):
             await ietf.answer_offset(self, upload_id)
             return
         self.raise_refusal()
-        info = await self._run(self.manager.get_complete_info, upload_id)
-        # opening is checked (never a FIFO, never through a symlink), but off the loop
-        reader = await self._run(self.manager.get_reader, upload_id)
+        # the record, and the file opened (never a FIFO, never through a symlink): off
+        # the loop, in one hop
+        info, reader = await self._run(self._open_for_get, upload_id)
         remaining = info.size or 0
         with reader:
             filetype = info.metadata.get("filetype", "").lower()
@@ -911,6 +1255,14 @@ class UploadHandler(TusHandler):
             self.request.connection.close()
             return
         self.finish()
+
+    def _open_for_get(self, upload_id: str) -> tuple[FileInfo, Any]:
+        info = self.manager.get_complete_info(upload_id)
+        return info, self.manager.get_reader(upload_id)
+
+
+def _nothing(upload_id: str, reports: Reports) -> None:
+    """The work of a DELETE's lock hop: the lock alone."""
 
 
 def handlers() -> list[tuple[str, type[TusHandler]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import destinations, hooks, locking, metrics, protocol, summary
+from .checksums import new_hasher
 from .hooks import HookFailed, HookRefused, Hooks, RequestContext
 from .quotas import Quotas
 from .store import (
     Checksum,
+    ChecksumMismatch,
     ChunkWriter,
     DataStore,
     FileInfo,
@@ -39,6 +42,27 @@ from .store import (
 EVENT_SCHEMA_ID = "https://events.jupyter.org/jupyter_tus/upload/v1"
 EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "upload" / "v1.yaml"
 LOCK_POLL = 0.02
+# Seconds an upload's lock and open data file are kept after a PATCH that left it
+# unfinished, for the same client's next PATCH (see ``UploadManager.park``).
+PARK_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class Parked:
+    """What a PATCH kept of an upload for the next one: its lock, its data file open
+    at its end (``filestore.KeptFile``), and its info as that PATCH committed it."""
+
+    lock: UploadLockLike
+    kept: Any
+    info: FileInfo
+    timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        """Close the file, then let go of the lock."""
+        try:
+            self.kept.close()
+        finally:
+            self.lock.release()
 
 
 class UploadManager:
@@ -87,6 +111,8 @@ class UploadManager:
         # Whether the store's writes, commits and reads may wait on the network (an
         # object store): then none of them runs on the event loop.
         self.blocking_io = not hasattr(store, "durability")
+        # Uploads whose lock and open data file a PATCH kept for the next (``park``).
+        self._parked: dict[str, Parked] = {}
 
     # ------------------------------------------------------------------ the store's operations
     # What the handlers may do with the store; they never reach ``store`` itself. Each
@@ -137,6 +163,40 @@ class UploadManager:
         caller holds the final upload's lock."""
         return self.store.concat_uploads(final_id, partial_ids)
 
+    def lock(self, upload_id: str) -> UploadLockLike:
+        """The upload's lock, not yet taken (``store.lock``); ``acquire`` is the way
+        for a request: this one for a worker thread that tries it once."""
+        return self.store.lock(upload_id)
+
+    def hold(self, upload_id: str, lock: UploadLockLike, callback: Callable[[], None]) -> None:
+        """Register how the holder of ``upload_id``'s ``lock`` (taken) lets go when a
+        newcomer asks (``releases``)."""
+        self.releases.register(upload_id, lock, callback)
+
+    def open_writer_at(
+        self,
+        info: FileInfo,
+        offset: int,
+        checksum: Checksum | None = None,
+        *,
+        length: int | None = None,
+        limit: int | None = None,
+        kept: Any = None,
+    ) -> ChunkWriter:
+        """``open_writer`` for an upload whose info the caller just read under its
+        lock, for a store that can start from it (the file store's ``open_writer_at``:
+        no second read; ``kept``: the file a PATCH kept open, see ``park``)."""
+        open_at = getattr(self.store, "open_writer_at", None)
+        if open_at is None:
+            return self.open_writer(info.id, offset, checksum, length=length, limit=limit)
+        return open_at(info, offset, checksum, length=length, limit=limit, kept=kept)
+
+    @property
+    def creates_whole(self) -> bool:
+        """Can the store create an upload with its whole body in one go
+        (``create_whole``)? No I/O."""
+        return hasattr(self.store, "create_whole") and not self.blocking_io
+
     # ------------------------------------------------------------------ creation
 
     async def create_upload(
@@ -150,22 +210,38 @@ class UploadManager:
     ) -> FileInfo:
         """A client's creation: the ``pre_create`` hook (which may refuse, or change the
         metadata and so the destination), then ``create`` in a worker thread."""
-        loop = asyncio.get_running_loop()
-        if self.hooks.pre_create is not None:
-            if final_of is not None:
-                size = await loop.run_in_executor(None, self._final_size, final_of)
-            draft = FileInfo(
-                size=size,
-                metadata=dict(metadata),
-                is_partial=partial,
-                is_final=final_of is not None,
-                partial_uploads=list(final_of or []),
-            )
-            result = await self._run_hook("pre_create", draft, context)
-            metadata = hooks.new_metadata(draft, result)
-        return await loop.run_in_executor(
+        metadata = await self.pre_create(
+            size, metadata, context, partial=partial, final_of=final_of
+        )
+        return await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.create(size, metadata, partial=partial, final_of=final_of)
         )
+
+    async def pre_create(
+        self,
+        size: int | None,
+        metadata: dict[str, str],
+        context: RequestContext,
+        *,
+        partial: bool = False,
+        final_of: list[str] | None = None,
+    ) -> dict[str, str]:
+        """The ``pre_create`` hook, if there is one: the metadata to create the upload
+        with (the hook may change it, or refuse with HookRefused)."""
+        if self.hooks.pre_create is None:
+            return metadata
+        if final_of is not None:
+            loop = asyncio.get_running_loop()
+            size = await loop.run_in_executor(None, self._final_size, final_of)
+        draft = FileInfo(
+            size=size,
+            metadata=dict(metadata),
+            is_partial=partial,
+            is_final=final_of is not None,
+            partial_uploads=list(final_of or []),
+        )
+        result = await self._run_hook("pre_create", draft, context)
+        return hooks.new_metadata(draft, result)
 
     def create(
         self,
@@ -176,16 +252,7 @@ class UploadManager:
         final_of: list[str] | None = None,
     ) -> FileInfo:
         """Check the destination and create the upload (not yet its bytes)."""
-        dest = None if partial else self.resolve_destination(metadata)
-        info = FileInfo(
-            size=size,
-            metadata=metadata,
-            is_partial=partial,
-            is_final=final_of is not None,
-            partial_uploads=list(final_of or []),
-            path=str(dest.path) if dest else None,
-            overwrite=bool(dest and dest.overwrite),
-        )
+        info = self._draft(size, metadata, partial=partial, final_of=final_of)
         if final_of is not None:
             info.size = self._final_size(final_of)
         with self._admission if self.quotas.enabled else contextlib.nullcontext():
@@ -201,6 +268,76 @@ class UploadManager:
         info = self.store.get_info(upload_id)
         self.track(info)
         return info
+
+    def _draft(
+        self,
+        size: int | None,
+        metadata: dict[str, str],
+        *,
+        partial: bool = False,
+        final_of: list[str] | None = None,
+    ) -> FileInfo:
+        """The upload to create, its destination checked (``resolve_destination``)."""
+        dest = None if partial else self.resolve_destination(metadata)
+        return FileInfo(
+            size=size,
+            metadata=metadata,
+            is_partial=partial,
+            is_final=final_of is not None,
+            partial_uploads=list(final_of or []),
+            path=str(dest.path) if dest else None,
+            overwrite=bool(dest and dest.overwrite),
+        )
+
+    def create_whole(
+        self,
+        size: int,
+        metadata: dict[str, str],
+        body: bytes | bytearray,
+        checksum: Checksum | None,
+        *,
+        partial: bool = False,
+    ) -> tuple[FileInfo, str | None, StoreError | None]:
+        """A creation that brings the upload's whole body (``len(body) == size``): check
+        the destination and the quotas, then the store creates, writes, completes and
+        lands it in one go (``store.create_whole``; see ``creates_whole``). In a worker
+        thread.
+
+        Returns the upload, where it landed (relative to root_dir, None if it did not)
+        and the error to answer with now that it exists, if any: ChecksumMismatch (the
+        body does not match ``checksum``: the upload is created empty, and its client
+        may send the body again, as after a PATCH with a wrong checksum), LandingFailed
+        (retried) or LandingRefused (for good; its bytes are kept). Refusals before it
+        exists (destination, quotas, size) are raised."""
+        if checksum is not None:
+            hasher = new_hasher(checksum.algorithm)
+            hasher.update(body)
+            if hasher.digest() != checksum.digest:
+                info = self.create(size, metadata, partial=partial)
+                mismatch = ChecksumMismatch(
+                    f"{checksum.algorithm} checksum of the body does not match; offset stays at 0"
+                )
+                return info, None, mismatch
+        info = self._draft(size, metadata, partial=partial)
+        # Quotas: the whole creation is admitted at once (it is small), so that two
+        # creations never both take the last room.
+        with self._admission if self.quotas.enabled else contextlib.nullcontext():
+            self.quotas.check(info.size, info.path, overwrite=info.overwrite)
+            info = self.store.create_whole(info, body)
+        metrics.UPLOADS_CREATED.inc()
+        metrics.RECEIVED_BYTES.inc(len(body))
+        landed = self.landed_relative(info)
+        error: StoreError | None = None
+        if info.path and landed is None:
+            error = (
+                LandingRefused(info.landing_error)
+                if info.landing_error
+                else LandingFailed(
+                    f"all {info.offset} bytes arrived, but moving the file to its"
+                    " destination failed; the server retries the move"
+                )
+            )
+        return info, landed, error
 
     def resolve_destination(self, metadata: dict[str, str]) -> Any:
         """Where an upload with ``metadata`` lands (``.path``, ``.overwrite``), checked:
@@ -244,6 +381,9 @@ class UploadManager:
             return None
         if not os.path.isabs(path):
             return Path(path).as_posix()
+        prefix = self.root_dir.rstrip("/") + "/"
+        if path.startswith(prefix) and "/." not in path and "//" not in path:
+            return path[len(prefix) :]  # the common case, without pathlib's cost
         try:
             return Path(path).relative_to(self.root_dir).as_posix()
         except ValueError:
@@ -314,7 +454,13 @@ class UploadManager:
 
         When another request of this server holds it (a PATCH on a connection that went
         quiet), that request is asked to stop: it keeps what it wrote and lets go. We
-        wait for that at most ``lock_wait`` seconds, then refuse with UploadLocked."""
+        wait for that at most ``lock_wait`` seconds, then refuse with UploadLocked. A
+        lock kept by ``park`` passes to this request at once."""
+        parked = self.unpark(upload_id)
+        if parked is not None:
+            parked.kept.close()
+            self.releases.register(upload_id, parked.lock, on_release_request)
+            return parked.lock
         lock = self.store.lock(upload_id)
         deadline = time.monotonic() + self.lock_wait
         asked = False
@@ -323,8 +469,9 @@ class UploadManager:
         def take() -> bool:
             return lock.acquire(blocking=False)
 
-        # (an object store's lock asks the store whether the upload exists: not here)
-        while not (await loop.run_in_executor(None, take) if self.blocking_io else take()):
+        # (taking it looks for the upload's record and opens its lock file, or asks
+        # an object store whether the upload exists: not on the loop)
+        while not await loop.run_in_executor(None, take):
             if not asked:
                 asked = self.releases.request(upload_id)
                 if asked:
@@ -338,6 +485,38 @@ class UploadManager:
             await asyncio.sleep(LOCK_POLL)
         self.releases.register(upload_id, lock, on_release_request)
         return lock
+
+    def park(self, upload_id: str, lock: UploadLockLike, kept: Any, info: FileInfo) -> None:
+        """Keep an upload's lock and its data file, open at its end, after a PATCH that
+        left it unfinished (``FileChunkWriter.commit(keep=True)``), so that the same
+        client's next PATCH starts writing at once: no lock to take, no record to read,
+        no file to open (``unpark``). Nothing on disk changes while it is parked, and
+        nobody can change it: the lock is held. It is let go after ``PARK_SECONDS``,
+        or at once when another request of this server asks for the upload (``acquire``
+        takes it over; the sweep and other processes find it locked meanwhile, as during
+        a PATCH). On the event loop."""
+        self.drop_parked(upload_id)  # (never two)
+        parked = Parked(lock, kept, info)
+        parked.timer = asyncio.get_running_loop().call_later(
+            PARK_SECONDS, self.drop_parked, upload_id
+        )
+        self._parked[upload_id] = parked
+        self.releases.register(upload_id, lock, lambda: self.drop_parked(upload_id))
+
+    def unpark(self, upload_id: str) -> Parked | None:
+        """Take what ``park`` kept of the upload, if anything: the caller holds its
+        lock from now on, and must close ``kept`` or write on with it."""
+        parked = self._parked.pop(upload_id, None)
+        if parked is not None and parked.timer is not None:
+            parked.timer.cancel()
+        return parked
+
+    def drop_parked(self, upload_id: str) -> None:
+        """Close the parked file and release the lock (its time is up, or someone
+        asked for the upload)."""
+        parked = self.unpark(upload_id)
+        if parked is not None:
+            parked.close()
 
     # ------------------------------------------------------------------ uploads under way
 
@@ -398,14 +577,16 @@ class UploadManager:
 
     # ------------------------------------------------------------------ outcomes
 
-    def completed(self, info: FileInfo) -> None:
+    def completed(self, info: FileInfo, **landed: str | None) -> None:
         """Report a finished upload (on the event loop) and start its ``post_finish``
-        hook, unless it is a partial upload (a piece of a parallel upload)."""
+        hook, unless it is a partial upload (a piece of a parallel upload).
+        ``landed=``: where it landed (relative to root_dir, or None), when a worker
+        thread looked it up already (else it is looked up here)."""
         self.log.info("upload %s complete: %s", info.id, self.describe(info))
         self.untrack(info.id)
         self.quotas.landed(info)
         metrics.UPLOADS_FINISHED.inc()
-        self._send_event("completed", info)
+        self._send_event("completed", info, **landed)
         if self.hooks.post_finish is not None and not info.is_partial:
             task = asyncio.ensure_future(self._post_finish(info))
             self._hook_tasks.add(task)
@@ -481,13 +662,17 @@ class UploadManager:
         counter.inc()
         self._send_event(action, info)
 
-    def _send_event(self, action: str, info: FileInfo, reason: str | None = None) -> None:
+    def _send_event(
+        self, action: str, info: FileInfo, reason: str | None = None, **landed: str | None
+    ) -> None:
         if self._emit is None:
             return
         data = {"action": action, "id": info.id, "filename": info.filename, "offset": info.offset}
         if info.size is not None:
             data["size"] = info.size
-        relative = self.relative(self.store.landed_path(info)) if action == "completed" else None
+        relative = None
+        if action == "completed":
+            relative = landed["landed"] if "landed" in landed else self.landed_relative(info)
         if relative is not None:
             data["path"] = relative
         if reason:
