@@ -81,6 +81,19 @@ def test_recovery_drops_a_record_whose_bytes_are_gone(store):
         store.get_info(uid)
 
 
+def test_recovery_drops_a_finished_partial_whose_bytes_are_gone(store):
+    # a termination (expiry, DELETE) of a finished partial upload cut between its data
+    # file and its record: nothing can be concatenated from it any more
+    uid = store.new_upload(FileInfo(size=2, is_partial=True))
+    store.write_chunk(uid, 0, io.BytesIO(b"ab"))
+    assert store.get_info(uid).is_complete
+    (store.directory / uid).unlink()
+    assert store.recover() == [f"removed {uid}, whose data file was gone"]
+    with pytest.raises(UploadNotFound):
+        store.get_info(uid)
+    assert not list(store.directory.glob(f"{uid}*"))
+
+
 def test_recovery_cuts_an_unverified_write_back(store):
     uid = store.new_upload(FileInfo(size=10))
     store.write_chunk(uid, 0, io.BytesIO(b"abc"))
