@@ -540,6 +540,7 @@ export class TusUploader {
       const sendingNow = this._items.filter(i => i.state === 'uploading' || i.state === 'retrying');
       let sending = sendingNow.length;
       let big = sendingNow.filter(i => !this._oneRequest(i)).length;
+      let started = 0;
       while (this._waiting.length) {
         const item = this._waiting[0];
         if (item.state !== 'queued' || !this._items.includes(item)) {
@@ -551,8 +552,20 @@ export class TusUploader {
         if (sending >= limit * SMALL_FILES_FACTOR || (!small && big >= limit)) {
           break; // in the order they came
         }
+        if (started === STARTS_PER_TASK) {
+          // The rest in the next tasks: each start opens a request (in Chromium a look
+          // at the file on disk), and eighteen at once make one long task for the page.
+          if (this._pumpTimer === null) {
+            this._pumpTimer = setTimeout(() => {
+              this._pumpTimer = null;
+              this._pump();
+            }, 0);
+          }
+          break;
+        }
         this._waiting.shift();
         this._start(item);
+        started++;
         sending++;
         big += small ? 0 : 1;
       }
@@ -687,6 +700,10 @@ export class TusUploader {
 
   /** Stop every transfer without terminating it (a view goes away): all stay resumable. */
   dispose(): void {
+    if (this._pumpTimer !== null) {
+      clearTimeout(this._pumpTimer);
+      this._pumpTimer = null;
+    }
     for (const item of this._items) {
       this._stopTimers(item);
       if (['uploading', 'retrying'].includes(item.state) && item.upload) {
@@ -1637,6 +1654,7 @@ export class TusUploader {
   private _warned413 = false;
   private _learnedChunk: number | null = null;
   private _serverLimit: number | null = null;
+  private _pumpTimer: ReturnType<typeof setTimeout> | null = null;
   private _chunkMemory: IChunkMemory;
   private _tabs: ITabs | null;
   private _channel: IChannel | null = null;
@@ -1704,6 +1722,9 @@ function notingBodies(inner: HttpStack, bodies: WeakMap<HttpRequest, number>): H
     getName: () => inner.getName()
   };
 }
+
+/** Uploads started in one task of the page; the others in the next ones. */
+const STARTS_PER_TASK = 2;
 
 /** Uploads of one request each may be this many times `maxConcurrent` in flight. */
 const SMALL_FILES_FACTOR = 3;
