@@ -333,7 +333,7 @@ class FileStore:
         frees none."""
         path = self._info_name(info.id)
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-        data = json.dumps(_record_json(info), indent=1).encode()
+        data = json.dumps(_record_json(info)).encode()  # one line: the C encoder
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
             try:
@@ -1047,13 +1047,6 @@ class FileStore:
 
     def _recover_one(self, info: FileInfo) -> str | None:
         data = self._data_path(info.id)
-        if (not info.is_complete or info.is_partial) and not data.exists():
-            # a creation or termination cut short, or bytes removed by hand: an
-            # unfinished upload without its bytes cannot go on, and a finished partial
-            # without them can never be concatenated (its termination, by a DELETE or
-            # an expiry, removes the bytes first)
-            self.terminate(info.id)
-            return f"removed {info.id}, whose data file was gone"
         if info.is_complete:
             line = None
             if self._awaits_landing(info):
@@ -1069,6 +1062,11 @@ class FileStore:
                 self._remove_partials(info.partial_uploads)
                 line = line or f"removed the used partial uploads of {info.id}"
             return line
+        if not data.exists():
+            # a creation or termination cut short, or bytes removed by hand: an
+            # unfinished upload without its bytes cannot go on
+            self.terminate(info.id)
+            return f"removed {info.id}, whose data file was gone"
         pending = info.unverified_from
         if pending is not None:
             with _open_file(data, "r+b") as f:
