@@ -1047,6 +1047,13 @@ class FileStore:
 
     def _recover_one(self, info: FileInfo) -> str | None:
         data = self._data_path(info.id)
+        if (not info.is_complete or info.is_partial) and not data.exists():
+            # a creation or termination cut short, or bytes removed by hand: an
+            # unfinished upload without its bytes cannot go on, and a finished partial
+            # without them can never be concatenated (its termination, by a DELETE or
+            # an expiry, removes the bytes first)
+            self.terminate(info.id)
+            return f"removed {info.id}, whose data file was gone"
         if info.is_complete:
             line = None
             if self._awaits_landing(info):
@@ -1062,11 +1069,6 @@ class FileStore:
                 self._remove_partials(info.partial_uploads)
                 line = line or f"removed the used partial uploads of {info.id}"
             return line
-        if not data.exists():
-            # a creation or termination cut short, or bytes removed by hand: an
-            # unfinished upload without its bytes cannot go on
-            self.terminate(info.id)
-            return f"removed {info.id}, whose data file was gone"
         pending = info.unverified_from
         if pending is not None:
             with _open_file(data, "r+b") as f:
