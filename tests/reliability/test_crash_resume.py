@@ -357,12 +357,18 @@ class Torture:
                 for p in up.parts:
                     p.expirable = True
         self.start(env, args)
-        self.check_disk()
         while len(self.active()) < 4:
             self.new_upload()
         budget = self.rng.randint(1, 12)
         mid_patch = point == "external" and self.rng.random() < 0.7
         try:
+            if cleanup:
+                # the sweep runs from the start and removes an expired upload's files
+                # one by one: what recovery left is checked once it is done, never
+                # halfway through a removal (a record seen, its bytes gone the next
+                # moment)
+                self.wait_sweep()
+            self.check_disk()
             for _ in range(budget):
                 if not self.active():
                     self.new_upload()
@@ -392,7 +398,13 @@ class Torture:
         def swept():
             if not self.alive():
                 raise ServerDied()
-            return not any(not _complete(p) for p in self.staging.glob("*.info") if p.exists())
+            records = [p for p in self.staging.glob("*.info") if p.exists()]
+            # what it removes: unfinished uploads and partial ones (finished or not),
+            # each whole (data, record, then lock file)
+            return not any(_expirable(p) for p in records) and all(
+                (self.staging / f"{p.name[: -len('.lock')]}.info").exists()
+                for p in self.staging.glob("*.lock")
+            )
 
         wait_for(swept, 20, "the expiry sweep")
 
@@ -406,6 +418,17 @@ class Torture:
             assert guard < 10_000
             self.step(self.active()[0])
         self.check_disk()
+
+
+def _expirable(info_path: Path) -> bool:
+    """Unfinished or partial: what an expiry sweep removes (FileStore.expired_uploads)."""
+    import json
+
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return not info.get("is_complete") or bool(info.get("is_partial"))
 
 
 def _complete(info_path: Path) -> bool:
