@@ -417,6 +417,11 @@ def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
             cdp.send("Network.emulateNetworkConditions", conditions)
 
         link(False)
+        # JupyterLab's own "Server Connection Error" dialog (its kernel connection sees the
+        # drops too, and says so whenever it gives up a reconnection) is dismissed as a user
+        # would, whenever it shows up in the way.
+        lost = page.locator(".jp-Dialog", has_text="Server Connection Error")
+        page.add_locator_handler(lost, lambda: lost.get_by_role("button", name="Dismiss").click())
         page.goto(
             f"http://127.0.0.1:{wire.port}/lab/workspaces/flaky/tree/flaky.ipynb"
             f"?reset&token={lab.token}"
@@ -448,11 +453,6 @@ def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
         assert drops >= 3, "the link dropped during the upload"
         assert waited, "the row never said it waits for the network"
         assert sent <= 1.1 * size, f"{sent / MiB:.1f} MiB on the wire for {size / MiB:.0f} MiB"
-        # JupyterLab's own "Server Connection Error" dialog (its kernel connection saw the
-        # drops too) is dismissed as a user would.
-        dismiss = page.locator(".jp-Dialog").get_by_role("button", name="Dismiss")
-        if dismiss.count():
-            dismiss.click()
         run_cell(page, 1)
         match = kernel_report(page, 1)
         assert match[1] == "flaky-widget.bin"
