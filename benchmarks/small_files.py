@@ -1,9 +1,8 @@
 """Many small files dropped on JupyterLab's file browser, stock upload vs tus, in the same
 run (issue 10's "no slower than stock"): wall time from the drop (DevTools drag emulation,
 real file-system entries) to every file on disk and listed, interleaved rounds, and the
-longest main-thread task (PerformanceObserver 'longtask') of each: the measure of
-tests/browser/small_files.py (which the browser test asserts on), with more rounds and
-other sizes.
+longest main-thread task (PerformanceObserver 'longtask') of each (the measure is in
+tests/browser/small_files.py).
 
     .venv/bin/python benchmarks/small_files.py --count 200 --size 10000 --rounds 2
 

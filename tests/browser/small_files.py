@@ -1,5 +1,5 @@
 """Many small files dropped on the file browser, timed: the measure of
-tests/browser/test_small_files.py and benchmarks/small_files.py (stock upload vs tus).
+benchmarks/small_files.py (stock upload vs tus in the same run, issue 10).
 
 200 files of 10 kB (say), dropped with real file-system entries (DevTools' drag emulation)
 into a fresh folder; wall time from the drop to every file listed and on disk, the longest
