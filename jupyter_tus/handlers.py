@@ -2,7 +2,9 @@
 
 The handlers speak HTTP only: they parse headers (``protocol``), call the manager and
 the store, and turn named errors into status codes. Bodies stream straight into the
-store as tornado hands them over; nothing is ever buffered whole.
+store as tornado hands them over, through the ``streaming.BodyStream`` each request
+holds (the writes, the idle timer, the upload's lock and its let-go, the commit);
+nothing is ever buffered whole.
 
 Every refusal decided before the body is read is kept and answered only after the
 body has been drained (up to ``drain_limit`` bytes): a proxy such as JupyterHub's
@@ -18,7 +20,6 @@ import functools
 import json
 import mimetypes
 import re
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +29,6 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 from tornado import web
-from tornado.ioloop import IOLoop
 
 from . import bodies, cors, ietf, metrics, protocol
 from .hooks import SECRET_HEADERS, HookFailed, HookRefused, RequestContext
@@ -53,12 +53,12 @@ from .store import (
     UploadGone,
     UploadIncomplete,
     UploadLocked,
-    UploadLockLike,
     UploadNotFound,
     UploadNotPatchable,
     UploadQuarantined,
     UploadTooLarge,
 )
+from .streaming import BodyStream
 
 # The one table from a store error to its status (and reason phrase where tornado
 # has none). Looked up along the exception's MRO, so subclasses may refine.
@@ -189,7 +189,6 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     """What every tus request shares: auth, version check, refusals, body, lock."""
 
     auth_resource = "contents"
-    _streaming = 0  # requests of this process streaming a body into the store right now
     _takes_no_body = False  # a creation of an empty file, whose body must be empty
 
     def initialize(self, name: str, **kwargs: Any) -> None:
@@ -202,22 +201,15 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             self.request.method = override.strip().upper()
         self._refusal: web.HTTPError | None = None
         self._drained = 0
-        self._gone = False  # the connection closed
-        self._writer: ChunkWriter | None = None
-        self._whole: _Whole | None = None  # a small creation's body, received first
-        self._idle_timer: object | None = None
-        # (info, where it landed relative to root_dir) for an upload's info whose
-        # landing was looked up in a worker thread, so that the answer does not stat it
-        # again; for that very FileInfo object only (a newer one is looked up)
-        self._landed: tuple[FileInfo, str | None] | None = None
-        self._lock: UploadLockLike | None = None
-        self._committing = False
-        self._writing: asyncio.Future | None = None  # a piece being written in a thread
-        self._aborting: asyncio.Future | None = None  # an object store's abort, in a thread
-        self._piece_error: StoreError | None = None
-        self._overflow_info: FileInfo | None = None  # committed when a body ran past
-        self._last_data = time.monotonic()
-        self._upload_id: str | None = None
+        # The body (its writer, the idle timer, the commit) and the upload's lock this
+        # request holds (let go on a takeover): see ``streaming``.
+        self.body = BodyStream(
+            self.manager,
+            self.tus_config.idle_timeout,
+            self._body_error,
+            self.request.connection.close,
+            self.log,
+        )
         self._error_code: str | None = None  # the name of the error answered, for metrics
         # Headers an error answer keeps (send_error clears the others): the Location of
         # an upload that exists, the offset it reached.
@@ -311,7 +303,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         connection = self.request.connection
         connection.set_max_body_size(max(limit, self.tus_config.drain_limit))
         if self.request.method in ("PATCH", "POST") and not bodies.install(
-            connection, self.request.headers, self
+            connection, self.request.headers, self.body
         ):
             # A chunked body: larger pieces for this request only (params is shared by
             # the server).
@@ -352,7 +344,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def _refuse(self, exc: Exception) -> None:
         self._refusal = to_http_error(exc)
         self._error_code = type(exc).__name__
-        self._stop_writing()
+        self.body.stop_writing()
 
     def _drainable(self) -> bool:
         length = self.request.headers.get("Content-Length")
@@ -365,7 +357,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         return length.isdigit() and int(length) <= self.tus_config.drain_limit
 
     def raise_refusal(self) -> None:
-        self._take_piece_error()
+        self.body.take_error()
         if self._refusal is not None:
             raise self._refusal
 
@@ -373,266 +365,29 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
 
     def data_received(self, chunk: bytes | memoryview) -> Awaitable[None] | None:
         # ``chunk`` may be a view of a buffer that is reused once this returns (or its
-        # awaitable resolves): see ``bodies``. What is kept is copied.
-        self._take_piece_error()
+        # awaitable resolves): see ``bodies``. The body stream copies what it keeps.
+        body = self.body
+        body.take_error()
         if self._refusal is not None:
             self._drained += len(chunk)
             if self._drained > self.tus_config.drain_limit and not self._finished:
                 self.send_error(self._refusal.status_code, exc_info=(None, self._refusal, None))
             return None
-        if self._whole is not None:  # bounded by Content-Length, which is its length
-            self._whole.body += chunk
-            self._last_data = time.monotonic()
-            return None
-        writer = self._writer
-        if writer is None:
+        if not body.receiving:
             if chunk and self._takes_no_body:
                 self._refuse(UploadTooLarge("the body goes past the upload's length of 0"))
             return None
-        self._last_data = time.monotonic()
-        if (
-            TusHandler._streaming == 1
-            and not self.manager.blocking_io  # an object store's write may send a part
-            and self._durability != "complete"
-            and writer.fits(len(chunk))  # else the write commits: never on the loop
-        ):
-            # A lone upload writes inline: a thread hop per piece costs more than the
-            # write (py-spy), and nothing else waits on the loop for long. (Not with
-            # durability=complete: its writeback thread can make a write() wait.)
-            self._write_piece(writer, chunk)
-            self._take_piece_error()
-            return None
-        # Otherwise each piece (1 MiB) is written by a worker thread while the loop
-        # serves the other requests (api/status, other uploads), so none waits behind a
-        # write(). tornado reads the next piece once this one is on disk.
-        self._writing = asyncio.get_running_loop().run_in_executor(
-            None, self._write_piece, writer, chunk
-        )
-        return self._writing
+        return body.receive(chunk)
 
-    def _write_piece(self, writer: ChunkWriter, chunk: bytes) -> None:
-        """In a worker thread. A refusal (too long, disk full) is taken up on the loop.
-
-        A body that runs past the upload's length (one without Content-Length, which
-        could not be refused up front) keeps the bytes that fit, and those are
-        committed here and now: if they reach the length, the upload is complete and
-        landed before any answer, so offset == length always means landed."""
-        before = writer.written
-        try:
-            writer.write(chunk)
-        except UploadTooLarge as exc:
-            self._piece_error = exc
-            try:
-                info = self._overflow_info = writer.commit()
-                if info.is_complete:
-                    self._landed = (info, self.manager.landed_relative(info))
-            except StoreError as commit_exc:
-                self._piece_error = commit_exc
-        except StoreError as exc:
-            self._piece_error = exc
-        finally:
-            if writer.written > before:
-                self.manager.received(writer.info.id, writer.written - before)
-
-    def body_sink(self) -> Any:
-        """For ``bodies``: the writer the body's next bytes may be spliced into (the
-        file store's ``FileChunkWriter.splice_from``), when this request would write
-        them inline (see ``data_received``) and nothing must see them (a checksum);
-        else None."""
-        writer = self._writer
-        if (
-            writer is None
-            or self._refusal is not None
-            or self._piece_error is not None
-            or TusHandler._streaming != 1
-            or self.manager.blocking_io
-            or self._durability == "complete"
-            or not getattr(writer, "spliceable", False)
-        ):
-            return None
-        return writer
-
-    def body_spliced(self, pipe: int, n: int) -> bool:
-        """For ``bodies``: ``n`` bytes of the body wait in ``pipe``: write them (as
-        ``_write_piece`` would). Returns whether all were (the pipe is empty again)."""
-        writer = self._writer
-        self._last_data = time.monotonic()
-        before = writer.written
-        try:
-            writer.splice_from(pipe, n)
-        except StoreError as exc:  # a full disk: what fitted is kept; drain the rest
-            self._piece_error = exc
-        finally:
-            if writer.written > before:
-                self.manager.received(writer.info.id, writer.written - before)
-        self._take_piece_error()
-        return writer.written - before == n
-
-    def _take_piece_error(self) -> None:
-        exc, self._piece_error = self._piece_error, None
-        info, self._overflow_info = self._overflow_info, None
-        if info is not None:
-            self._error_headers["Upload-Offset"] = str(info.offset)
-            if info.is_complete:
-                self._error_headers.update(self.landed_path_header(info))
-                self.manager.completed(info, **self._known_landing(info))
-            else:
-                self.manager.track(info)
-        if isinstance(exc, LandingRefused) and self._writer is not None:
-            self.manager.refused(self._writer.info)
+    def _body_error(self, exc: StoreError | None, overflow: FileInfo | None) -> None:
+        """The body stream met a refusal (``BodyStream.on_error``): the bytes that fitted
+        are kept; drain the rest, then answer it, with the offset the overflow reached."""
+        if overflow is not None:
+            self._error_headers["Upload-Offset"] = str(overflow.offset)
+            if overflow.is_complete:
+                self._error_headers.update(self.landed_path_header(overflow))
         if exc is not None:
-            self._refuse(exc)  # the bytes that fitted are kept; drain the rest
-
-    def start_writing(self, writer: ChunkWriter) -> None:
-        """Stream the body into ``writer``; end it if the client goes quiet too long."""
-        self._writer = writer
-        TusHandler._streaming += 1
-        self._start_idle_timer()
-        if self._gone:  # the connection closed while the writer was being opened
-            self._release()
-
-    def _start_idle_timer(self) -> None:
-        self._last_data = time.monotonic()
-        self._idle_timer = IOLoop.current().call_later(
-            self.tus_config.idle_timeout, self._check_idle
-        )
-
-    def _stop_idle_timer(self) -> None:
-        """Drop the idle check of a request that ended: a timer left for the idle
-        timeout (a minute) would keep the handler, and its request, alive that long."""
-        timer, self._idle_timer = self._idle_timer, None
-        if timer is not None:
-            IOLoop.current().remove_timeout(timer)
-
-    def _receiving(self) -> bool:
-        return self._writer is not None or self._whole is not None
-
-    def _check_idle(self) -> None:
-        if not self._receiving() or self._committing or self._finished:
-            return
-        quiet = time.monotonic() - self._last_data
-        if quiet >= self.tus_config.idle_timeout:
-            self.log.warning(
-                "upload %s: no data for %.0f s, ending the request", self._upload_id, quiet
-            )
-            self._let_go()
-        else:
-            self._idle_timer = IOLoop.current().call_later(
-                self.tus_config.idle_timeout - quiet, self._check_idle
-            )
-
-    def _let_go(self) -> None:
-        """Stop receiving (takeover, idle): keep what arrived, unlock, drop the link.
-
-        Only a request streaming a body lets go: any other (HEAD, DELETE, a final
-        concatenation) ends soon by itself, and cutting it would lose its answer."""
-        if self._committing or not self._receiving():
-            return
-        self._whole = None  # a small creation's body: nothing was created yet
-        self._release()
-        self.request.connection.close()
-
-    def _release(self) -> None:
-        """Stop writing (keeping what arrived) and unlock: now, or as soon as the piece
-        a worker thread is writing is on disk."""
-        if self._writing is not None and not self._writing.done():
-            self._writing.add_done_callback(lambda _: self._release())
-            return
-        self._stop_writing()
-        if self._aborting is not None and not self._aborting.done():
-            self._aborting.add_done_callback(lambda _: self._unlock())
-            return
-        self._unlock()
-
-    def _stop_writing(self) -> None:
-        writer = self._take_writer()
-        if writer is None:
-            return
-        if not self.manager.blocking_io:
-            self.manager.track(writer.abort())
-            return
-        # An object store's abort puts the tail and the record: in a thread, and the
-        # lock is released only after it (``_release``).
-        self._aborting = asyncio.get_running_loop().run_in_executor(None, writer.abort)
-        self._aborting.add_done_callback(functools.partial(self._aborted, writer))
-
-    def _aborted(self, writer: ChunkWriter, future: asyncio.Future) -> None:
-        try:
-            self.manager.track(future.result())
-        except Exception as exc:  # kept for recovery; the next request sees the store
-            self.log.warning("upload %s: keeping what arrived failed: %s", writer.info.id, exc)
-
-    def _take_writer(self) -> ChunkWriter | None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            TusHandler._streaming -= 1
-        return writer
-
-    async def commit(self, park: bool = False) -> FileInfo:
-        """End of the body: verify and make durable off the event loop (an fsync or the
-        final move of a big file takes seconds), then report completion. ``park``: an
-        upload left unfinished keeps its lock and open data file for the next PATCH
-        (``UploadManager.park``), where its store's writer can (``commit(keep=True)``)."""
-        writer = self._take_writer()
-        self._committing = True
-        try:
-            if self._commit_is_cheap(writer):
-                # an fstat (and a close, unless kept): not worth a thread hop
-                keep = park and hasattr(writer, "kept") and not self._gone
-                info = writer.commit(keep=True) if keep else writer.commit()
-            else:
-                info = await self._run(self._commit_and_locate, writer)
-        except LandingRefused:
-            self.manager.refused(writer.info)
-            raise
-        except StoreError:
-            self.manager.refresh(writer.info.id)  # cut back, or complete but not landed
-            raise
-        finally:
-            self._committing = False
-        if info.is_complete:
-            self.manager.completed(info, **self._known_landing(info))
-        else:
-            self.manager.track(info)
-        kept = getattr(writer, "kept", None)
-        if kept is not None:
-            if self._lock is not None and not self._gone:
-                self.manager.park(info.id, self._lock, kept, info)
-                self._lock = None  # the park holds it now
-            else:
-                kept.close()
-        return info
-
-    def _commit_and_locate(self, writer: ChunkWriter) -> FileInfo:
-        """In a worker thread: commit, and, for an upload that completed, look up where
-        it landed now rather than on the loop."""
-        info = writer.commit()
-        if info.is_complete:
-            self._landed = (info, self.manager.landed_relative(info))
-        return info
-
-    def _known_landing(self, info: FileInfo) -> dict[str, Any]:
-        """``landed=`` for the manager's reports, when a worker thread looked it up."""
-        known = self._landed
-        return {"landed": known[1]} if known is not None and known[0] is info else {}
-
-    @property
-    def _durability(self) -> str | None:
-        """The file store's durability ('always', 'complete', 'never'; a str enum), or
-        None for a store without one."""
-        return self.manager.durability
-
-    def _commit_is_cheap(self, writer: ChunkWriter) -> bool:
-        """Nothing to fsync, record or land: a PATCH that leaves the upload unfinished,
-        without a checksum, unless durability is 'always'."""
-        info = writer.info
-        return (
-            not self.manager.blocking_io  # an object store's commit puts a record
-            and self._durability != "always"
-            and info.unverified_from is None
-            and writer.declares is None
-            and (info.size is None or writer.start + writer.written < info.size)
-        )
+            self._refuse(exc)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in a worker thread: blocking file work never runs
@@ -666,15 +421,15 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                 raise
             if landed:
                 where = manager.landed_relative(info)
-                self._landed = (info, where)
+                self.body.landed = (info, where)
                 reports.append(lambda: manager.completed(info, landed=where))
         return manager.check(info)
 
     # ------------------------------------------------------------------ lock
 
     async def lock(self, upload_id: str) -> None:
-        self._upload_id = upload_id
-        self._lock = await self.manager.acquire(upload_id, self._let_go)
+        """The upload's lock, its holder asked to let go (``BodyStream.acquire``)."""
+        await self.body.acquire(upload_id)
 
     async def locked(self, upload_id: str, work: Callable[..., Any], *args: Any) -> Any:
         """Take the upload's lock and do ``work(upload_id, *args, reports)`` (blocking
@@ -684,12 +439,13 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
         A lock a PATCH kept (``UploadManager.park``) is taken over at once; one that
         another request holds is asked for on the loop (``manager.acquire``), and the
         work done in a second hop."""
-        self._upload_id = upload_id
+        body = self.body
+        body.upload_id = upload_id
         manager = self.manager
         reports: Reports = []
-        if self._lock is None and (parked := manager.unpark(upload_id)) is not None:
+        if body.lock is None and (parked := manager.unpark(upload_id)) is not None:
             parked.kept.close()  # a PATCH kept it: ours now
-            self._hold(upload_id, parked.lock)
+            body.hold(upload_id, parked.lock)
 
         def hop(lock: Any) -> tuple[Any, Any, BaseException | None]:
             if lock is None:
@@ -701,43 +457,31 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
             except Exception as exc:  # raised on the loop, the lock held until the end
                 return lock, None, exc
 
-        lock, value, error = await self._run(hop, self._lock)
+        lock, value, error = await self._run(hop, body.lock)
         if lock is None:  # busy: ask its holder to let go, wait for it, then work
             await self.lock(upload_id)
-            _, value, error = await self._run(hop, self._lock)
-        elif self._lock is None:
-            self._hold(upload_id, lock)
-            if self._gone:  # the connection closed during the hop: let go now
-                self._release()
+            _, value, error = await self._run(hop, body.lock)
+        elif body.lock is None:
+            body.hold(upload_id, lock)
+            if body.gone:  # the connection closed during the hop: let go now
+                body.release()
         for report in reports:
             report()
         if error is not None:
             raise error
         return value
 
-    def _hold(self, upload_id: str, lock: Any) -> None:
-        """This request holds the upload's lock now (takeovers ask it to let go)."""
-        self._upload_id, self._lock = upload_id, lock
-        self.manager.hold(upload_id, lock, self._let_go)
-
-    def _unlock(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
-
     def on_connection_close(self) -> None:
-        self._gone = True
-        self._whole = None
-        self._stop_idle_timer()
+        self.body.connection_closed()
         super().on_connection_close()
-        if not self._committing:
-            self._release()
+        if not self.body.committing:
+            self.body.release()
 
     def on_finish(self) -> None:
-        self._stop_idle_timer()
+        self.body.finished()
         metrics.request_answered(self.request.method, self.get_status(), self._error_code)
-        if not self._committing:
-            self._release()
+        if not self.body.committing:
+            self.body.release()
 
     # ------------------------------------------------------------------ responses
 
@@ -761,7 +505,7 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
     def landed_relative(self, info: FileInfo) -> str | None:
         """``manager.landed_relative``, unless a worker thread looked it up already
         for this very ``info``."""
-        known = self._landed
+        known = self.body.landed
         if known is not None and known[0] is info:
             return known[1]
         return self.manager.landed_relative(info)
@@ -879,20 +623,19 @@ class UploadsHandler(TusHandler):
             )
         if body and refusal is None and self._fits_whole(size, concat):
             # Received first, then created, written and landed in one hop (post).
-            self._whole = _Whole(size, metadata, partial, checksum)
-            self._start_idle_timer()
+            self.body.start_whole(_Whole(size, metadata, partial, checksum))
             return
         # Created, locked and its writer opened for the body in one hop.
         with_body = body and refusal is None
         created = await self._run(self._create, size, metadata, partial, with_body, checksum)
         self._info = info = created.info
-        self._landed = (info, created.landed)
+        self.body.landed = (info, created.landed)
         # From here on the upload exists: every answer, errors too, says where (and,
         # for an empty file that landed at once, where it landed).
         self._error_headers["Location"] = self.upload_url(info.id)
         self._error_headers.update(self.landed_path_header(info))
         if created.lock is not None:
-            self._hold(info.id, created.lock)
+            self.body.hold(info.id, created.lock)
         if refusal is not None:
             raise refusal
         if created.error is not None:
@@ -906,7 +649,7 @@ class UploadsHandler(TusHandler):
         if writer is None:  # its lock was taken meanwhile (the sweep): wait for it
             await self.lock(info.id)
             writer = await self.open_writer(info.id, 0, checksum)
-        self.start_writing(writer)
+        self.body.start(writer)
 
     def _body_refusal(self, size: int | None) -> tuple[Exception | None, Any]:
         """Why a creation's body is refused (and the Upload-Checksum it brings)."""
@@ -965,14 +708,14 @@ class UploadsHandler(TusHandler):
         """In a worker thread, under the final upload's lock: the concatenation, and
         where it landed."""
         info = self.manager.concatenate(final_id, partial_ids)
-        self._landed = (info, self.manager.landed_relative(info))
+        self.body.landed = (info, self.manager.landed_relative(info))
         return info
 
     async def _create_whole(self) -> None:
         """A small creation with its whole body, received: create, write, verify,
         complete and land it in one worker-thread hop (``manager.create_whole``)."""
-        whole, self._whole = self._whole, None
-        self._committing = True
+        whole, self.body.whole = self.body.whole, None
+        self.body.committing = True
         try:
             info, landed, error = await self._run(
                 self.manager.create_whole,
@@ -983,8 +726,8 @@ class UploadsHandler(TusHandler):
                 partial=whole.partial,
             )
         finally:
-            self._committing = False
-        self._info, self._landed = info, (info, landed)
+            self.body.committing = False
+        self._info, self.body.landed = info, (info, landed)
         self.set_header("Location", self.upload_url(info.id))
         self._error_headers["Location"] = self.upload_url(info.id)
         self._error_headers.update(self.landed_path_header(info))
@@ -1038,7 +781,7 @@ class UploadsHandler(TusHandler):
         if self.draft is not None:
             await ietf.create(self)
             return
-        if self._whole is not None:
+        if self.body.whole is not None:
             self.raise_refusal()
             await self._create_whole()
             return
@@ -1052,9 +795,9 @@ class UploadsHandler(TusHandler):
             except StoreError:
                 self.manager.refresh(info.id)
                 raise
-            self.manager.completed(info, **self._known_landing(info))
-        elif self._writer is not None:
-            info = await self.commit()
+            self.manager.completed(info, **self.body.known_landing(info))
+        elif self.body.writer is not None:
+            info = await self.body.commit()
         elif info.is_complete:  # an empty file is complete at creation
             if info.path and self.landed_relative(info) is None:
                 if info.landing_error:
@@ -1063,10 +806,10 @@ class UploadsHandler(TusHandler):
                 raise LandingFailed(
                     "the empty file could not be created at its destination yet; the server retries"
                 )
-            self.manager.completed(info, **self._known_landing(info))
+            self.manager.completed(info, **self.body.known_landing(info))
         if info.expires is not None and not info.is_complete:
             self.set_header("Upload-Expires", protocol.format_http_date(info.expires))
-        if self._writer is not None or self._has_body():
+        if self.body.writer is not None or self._has_body():
             self.set_header("Upload-Offset", str(info.offset))
         self.set_landed_path(info)
         self.set_status(201)
@@ -1123,14 +866,14 @@ class UploadHandler(TusHandler):
         if parked is not None and checksum is None and length is None:
             # The same client's next PATCH: the lock, the record and the open data file
             # are still here (``UploadManager.park``); nothing to read or open.
-            self._hold(upload_id, parked.lock)
-            self.start_writing(self._resume(parked, offset))
+            self.body.hold(upload_id, parked.lock)
+            self.body.start(self._resume(parked, offset))
             return
         if parked is not None:  # a checksum or a length to record: the full way
             parked.kept.close()
-            self._hold(upload_id, parked.lock)
+            self.body.hold(upload_id, parked.lock)
         # The lock, the record, settling and the writer: one worker-thread hop.
-        self.start_writing(await self.locked(upload_id, self._open_patch, offset, checksum, length))
+        self.body.start(await self.locked(upload_id, self._open_patch, offset, checksum, length))
 
     def _resume(self, parked: Any, offset: int) -> ChunkWriter:
         """A writer on the file a PATCH kept open (``parked``), checked against the
@@ -1208,7 +951,7 @@ class UploadHandler(TusHandler):
             await ietf.append(self, upload_id)
             return
         self.raise_refusal()
-        info = await self.commit(park=True)
+        info = await self.body.commit(park=True)
         self.set_upload_headers(info)
         self.set_status(204)
         self.finish()

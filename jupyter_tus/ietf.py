@@ -437,7 +437,7 @@ async def prepare_creation(handler: UploadsHandler) -> None:
         handler._takes_no_body = True  # a chunked body may still bring bytes
         return
     await handler.lock(info.id)
-    handler.start_writing(await handler.open_writer(info.id, 0, checksum))
+    handler.body.start(await handler.open_writer(info.id, 0, checksum))
 
 
 async def create(handler: UploadsHandler) -> None:
@@ -449,8 +449,8 @@ async def create(handler: UploadsHandler) -> None:
     if info is not None:
         handler.set_header("Location", handler.upload_url(info.id))
     handler.raise_refusal()
-    if handler._writer is not None:
-        info = await handler.commit()
+    if handler.body.writer is not None:
+        info = await handler.body.commit()
     elif info.is_complete:  # an empty file is complete at creation
         if info.path and handler.manager.landed_relative(info) is None:
             if info.landing_error:
@@ -590,7 +590,7 @@ async def prepare_append(handler: TusHandler, draft: Draft, upload_id: str) -> N
             f" {info.size}",
             offset,
         )
-    handler.start_writing(await handler.open_writer(upload_id, offset, checksum, length=declares))
+    handler.body.start(await handler.open_writer(upload_id, offset, checksum, length=declares))
 
 
 async def append(handler: TusHandler, upload_id: str) -> None:
@@ -601,7 +601,7 @@ async def append(handler: TusHandler, upload_id: str) -> None:
     if draft.replay is not None:
         info = draft.replay
     else:
-        info = await handler.commit()
+        info = await handler.body.commit()
         info = await _complete_if_asked(handler, draft, info)
     set_upload_state(handler, draft, info)
     handler.set_status(204)
