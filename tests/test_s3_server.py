@@ -8,102 +8,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.s3server import s3_env, s3_server  # noqa: F401 (fixtures)
+from tests.backends import (  # noqa: F401 (fixtures)
+    MiB,
+    backend_bucket,
+    backend_fixture,
+    backend_server_config,
+    s3_env,
+    s3_server,
+)
 
 from .conftest import TusClient
 
-MiB = 1024 * 1024
 # Over one S3 part (5 MiB in these tests), so a PATCH sends a part and leaves a tail.
 BIG = bytes(range(256)) * (6 * MiB // 256) + b"end"
-PREFIX = "me/"
-
-
-class Backend:
-    """Where a store keeps what the server wrote: ``kind`` 'file' or 's3'."""
-
-    def __init__(self, kind: str, root: Path, s3=None, bucket: str = "") -> None:
-        self.kind, self.root, self.s3, self.bucket = kind, root, s3, bucket
-
-    def config(self) -> dict:
-        if self.kind == "file":
-            return {}
-        return {
-            "TusApp": {"store_class": "jupyter_tus.s3store.S3Store"},
-            "S3Store": {
-                "endpoint_url": self.s3.endpoint_url,
-                "bucket": self.bucket,
-                "prefix": PREFIX,
-                "part_size": 5 * MiB,
-            },
-        }
-
-    def landed(self, path: str) -> bytes | None:
-        """The bytes at ``path`` (relative to root_dir, or to the prefix), or None."""
-        if self.kind == "file":
-            file = self.root / path
-            return file.read_bytes() if file.is_file() else None
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self.s3.client().get_object(Bucket=self.bucket, Key=PREFIX + path)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return obj["Body"].read()
-
-    def put(self, path: str, data: bytes) -> None:
-        """Someone else writes ``path`` (a name taken while an upload runs)."""
-        if self.kind == "file":
-            (self.root / path).write_bytes(data)
-        else:
-            self.s3.client().put_object(Bucket=self.bucket, Key=PREFIX + path, Body=data)
-
-    def staged(self) -> list[str]:
-        """What the store keeps of uploads (names under its staging area, without its
-        mark and the file store's lock files)."""
-        if self.kind == "file":
-            folder = self.root / ".tus"
-            names = [p.name for p in folder.iterdir()] if folder.exists() else []
-        else:
-            client = self.s3.client()
-            page = client.list_objects_v2(Bucket=self.bucket, Prefix=PREFIX + ".tus/")
-            names = [o["Key"].rsplit("/", 1)[-1] for o in page.get("Contents", [])]
-            uploads = client.list_multipart_uploads(Bucket=self.bucket, Prefix=PREFIX)
-            names += [f"multipart:{u['Key']}" for u in uploads.get("Uploads", [])]
-        return sorted(n for n in names if n != ".jupyter-tus-store" and not n.endswith(".lock"))
-
-
-@pytest.fixture(params=["file", "s3"])
-def backend(request, jp_root_dir, monkeypatch) -> Backend:
-    # The server names its store for kernels in the environment of this process:
-    # restored after the test (setenv records the value to restore, absent or not).
-    for name in ("JUPYTER_TUS_STORE", "JUPYTER_TUS_DIR"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    if request.param == "file":
-        return Backend("file", jp_root_dir)
-    server = request.getfixturevalue("s3_env")
-    return Backend("s3", jp_root_dir, server, server.new_bucket())
-
-
-@pytest.fixture
-def tus_config() -> dict:
-    return {}
-
-
-@pytest.fixture
-def jp_server_config(backend, tus_config):
-    config = backend.config()
-    return {
-        **config,
-        "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}},
-        "TusApp": {**config.get("TusApp", {}), **tus_config},
-    }
 
 
 def b64(raw: bytes) -> str:
