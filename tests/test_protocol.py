@@ -400,3 +400,43 @@ async def test_read_only_destination_is_refused(tus, read_only_folder):
     assert r.code == 403
     assert b"read-only" in r.body
     assert list(read_only_folder.iterdir()) == []
+
+
+async def test_a_file_on_the_way_is_refused(tus, backend):
+    """A folder of ``path`` that is a file (an object, in the bucket) is refused at
+    creation: the upload could never land. The read-only folder's counterpart."""
+    backend.put("notes.txt", b"a file")
+    r = await tus.create(3, {"filename": "x.txt", "path": "notes.txt/sub"})
+    assert r.code == 403
+    assert b"is a file, not a folder" in r.body
+    assert backend.landed("notes.txt") == b"a file"
+    assert backend.staged() == []
+
+
+@pytest.mark.parametrize("overwrite", ["", "1"])
+async def test_a_folder_at_the_destination_is_409(tus, backend, overwrite):
+    """A name that is a folder (keys under it, in the bucket) is taken, even with
+    overwrite: a file never replaces a folder."""
+    backend.put("dir/inside.txt", b"kept")
+    r = await tus.create(3, {"filename": "dir", "overwrite": overwrite})
+    assert r.code == 409
+    assert b"is a folder" in r.body
+    assert backend.landed("dir/inside.txt") == b"kept"
+    assert backend.staged() == []
+
+
+@pytest.mark.parametrize("backend", ["s3"], indirect=True)
+async def test_keys_outside_the_prefix_are_not_the_stores(tus, backend):
+    """S3Store's counterpart of the workspace's confinement (the symlink test): its
+    names live under its prefix; an object outside it with the same name neither
+    takes the name nor is replaced, and nothing is written outside the prefix."""
+    outside = backend.space + "same.txt"
+    backend.client.put_object(Bucket=backend.bucket, Key=outside, Body=b"not the store's")
+    before = [n for n in backend.snapshot() if not n.startswith(f"s3:{backend.prefix}")]
+    r = await tus.create(3, {"filename": "same.txt"}, body=b"new")
+    assert r.code == 201 and r.headers["Jupyter-Tus-Path"] == "same.txt"
+    assert backend.landed("same.txt") == b"new"
+    body = backend.client.get_object(Bucket=backend.bucket, Key=outside)["Body"].read()
+    assert body == b"not the store's"
+    after = [n for n in backend.snapshot() if not n.startswith(f"s3:{backend.prefix}")]
+    assert after == before
