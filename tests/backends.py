@@ -72,6 +72,17 @@ class Backend:
             },
         }
 
+    def server_config(self, tus_config: dict, server_app: dict | None = None) -> dict:
+        """The test server's configuration (conftest's): the extension on, the TusApp
+        traits of ``tus_config`` and the ServerApp traits of ``server_app`` added to
+        ``config()``."""
+        config = self.config()
+        return {
+            **config,
+            "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}, **(server_app or {})},
+            "TusApp": {**config.get("TusApp", {}), **tus_config},
+        }
+
     def landed(self, path: str) -> bytes | None:
         """The bytes at ``path``, or None if there is no file (object) there."""
         if self.kind == "file":
@@ -169,9 +180,4 @@ def backend_fixture(request, jp_root_dir, monkeypatch) -> Backend:
 @pytest.fixture(name="jp_server_config")
 def backend_server_config(backend, tus_config):
     """conftest's server configuration, with the store ``backend`` picks."""
-    config = backend.config()
-    return {
-        **config,
-        "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}},
-        "TusApp": {**config.get("TusApp", {}), **tus_config},
-    }
+    return backend.server_config(tus_config)

@@ -13,6 +13,12 @@ import os
 import pytest
 
 from jupyter_tus import ietf
+from tests.backends import (  # noqa: F401 (fixtures)
+    backend_bucket,
+    backend_fixture,
+    s3_env,
+    s3_server,
+)
 
 from .conftest import encode_metadata, wait_events
 from .rufh import RufhClient
@@ -30,11 +36,8 @@ def server_app_config() -> dict:
 
 
 @pytest.fixture
-def jp_server_config(tus_config, server_app_config):
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_tus": True}, **server_app_config},
-        "TusApp": tus_config,
-    }
+def jp_server_config(backend, tus_config, server_app_config):
+    return backend.server_config(tus_config, server_app_config)
 
 
 @pytest.fixture
@@ -58,14 +61,16 @@ def upload_id(location: str) -> str:
     return location.rstrip("/").rsplit("/", 1)[-1]
 
 
-def staged(staging) -> list[str]:
-    return sorted(p.name for p in staging.iterdir() if p.name != ".jupyter-tus-store")
+def received(tus_app, uid: str) -> int:
+    """The bytes the server took of the upload so far, its write under way or not
+    (S3Store holds a part's worth in memory before S3 has it)."""
+    return tus_app.manager._under_way.get(uid, (0, 0))[1]
 
 
 # ------------------------------------------------------------------- creation
 
 
-async def test_creation_with_the_whole_body_lands(draft, jp_root_dir, jp_base_url, events, tus):
+async def test_creation_with_the_whole_body_lands(draft, backend, jp_base_url, events, tus):
     data = os.urandom(5000)
     r = await draft.create(
         data,
@@ -80,7 +85,7 @@ async def test_creation_with_the_whole_body_lands(draft, jp_root_dir, jp_base_ur
     assert r.headers["upload-draft-interop-version"] == str(draft.version)
     assert "tus-resumable" not in r.headers
     assert r.headers["jupyter-tus-path"] == "in/sub/na%C3%AFve%20data.csv"
-    assert (jp_root_dir / "in" / "sub" / "naïve data.csv").read_bytes() == data
+    assert backend.landed("in/sub/naïve data.csv") == data
     await wait_events(events, 1)
     assert events[0]["action"] == "completed" and events[0]["path"] == "in/sub/naïve data.csv"
     # The type came from Content-Type: tus's GET serves it.
@@ -91,7 +96,7 @@ async def test_creation_with_the_whole_body_lands(draft, jp_root_dir, jp_base_ur
     assert head.headers["cache-control"] == "no-store"
 
 
-async def test_careful_creation_then_appends(draft, jp_root_dir, staging):
+async def test_careful_creation_then_appends(draft, backend):
     data = os.urandom(10_000)
     r = await draft.create(complete=False, filename="parts.bin", length=len(data))
     assert r.status == 201, r.body
@@ -101,18 +106,18 @@ async def test_careful_creation_then_appends(draft, jp_root_dir, staging):
     r = await draft.append(url, 0, data[:4000], complete=False)
     assert r.status == 204, r.body
     assert r.complete is False and r.offset == 4000
-    assert not (jp_root_dir / "parts.bin").exists()
+    assert backend.landed("parts.bin") is None
     head = await draft.head(url)
     assert (head.offset, head.complete, head.headers["upload-length"]) == (4000, False, "10000")
     r = await draft.append(url, 4000, data[4000:], complete=True)
     assert r.status == 204, r.body
     assert r.complete is True and r.offset == 10_000
     assert r.headers["jupyter-tus-path"] == "parts.bin"
-    assert (jp_root_dir / "parts.bin").read_bytes() == data
-    assert not (staging / upload_id(url)).exists()  # moved, not copied
+    assert backend.landed("parts.bin") == data
+    assert backend.staged() == [f"{upload_id(url)}.info"]  # moved, not copied
 
 
-async def test_unknown_length_is_learnt_from_the_last_append(rufh, jp_root_dir):
+async def test_unknown_length_is_learnt_from_the_last_append(rufh, backend):
     data = os.urandom(3000)
     r = await rufh.create(data[:1000], complete=False, filename="grow.bin")
     assert r.status == 201 and r.offset == 1000 and r.complete is False, r.body
@@ -122,31 +127,31 @@ async def test_unknown_length_is_learnt_from_the_last_append(rufh, jp_root_dir):
     r = await rufh.append(r.location, 1000, data[1000:], complete=True)
     assert r.status == 204 and r.complete is True, r.body
     assert r.headers["upload-length"] == "3000"
-    assert (jp_root_dir / "grow.bin").read_bytes() == data
+    assert backend.landed("grow.bin") == data
 
 
-async def test_a_chunked_last_append_ends_the_file_where_its_body_ends(rufh, jp_root_dir):
+async def test_a_chunked_last_append_ends_the_file_where_its_body_ends(rufh, backend):
     r = await rufh.create(complete=False, filename="stream.log")
     assert r.status == 201, r.body
     r = await rufh.append(r.location, 0, [b"first ", b"second ", b"third"], complete=True)
     assert r.status == 204 and r.complete is True, r.body
     assert r.offset == 18 and r.headers["upload-length"] == "18"
-    assert (jp_root_dir / "stream.log").read_bytes() == b"first second third"
+    assert backend.landed("stream.log") == b"first second third"
 
 
-async def test_a_chunked_creation_with_the_whole_body(rufh, jp_root_dir):
+async def test_a_chunked_creation_with_the_whole_body(rufh, backend):
     r = await rufh.create([b"a" * 700, b"b" * 300], complete=True, filename="c.bin")
     assert r.status == 201 and r.complete is True and r.offset == 1000, r.body
-    assert (jp_root_dir / "c.bin").read_bytes() == b"a" * 700 + b"b" * 300
+    assert backend.landed("c.bin") == b"a" * 700 + b"b" * 300
 
 
-async def test_an_empty_file(rufh, jp_root_dir):
+async def test_an_empty_file(rufh, backend):
     r = await rufh.create(complete=True, filename="empty.txt")
     assert r.status == 201 and r.complete is True and r.offset == 0, r.body
-    assert (jp_root_dir / "empty.txt").read_bytes() == b""
+    assert backend.landed("empty.txt") == b""
 
 
-async def test_tus_js_client_style_creation_with_upload_metadata(rufh, jp_root_dir):
+async def test_tus_js_client_style_creation_with_upload_metadata(rufh, backend):
     """tus-js-client (protocol 'ietf-draft-05') names the file in Upload-Metadata and
     sends its body as application/partial-upload, which is no file type."""
     metadata = encode_metadata({"filename": "js.bin", "path": "from-js"})
@@ -160,16 +165,16 @@ async def test_tus_js_client_style_creation_with_upload_metadata(rufh, jp_root_d
     assert r.status == 201 and r.offset == 5, r.body
     r = await rufh.append(r.location, 5, b"67890", complete=True)
     assert r.status == 204 and r.complete is True, r.body
-    assert (jp_root_dir / "from-js" / "js.bin").read_bytes() == b"1234567890"
+    assert backend.landed("from-js/js.bin") == b"1234567890"
 
 
-async def test_the_last_byte_completes_an_upload_of_known_length(rufh, jp_root_dir):
+async def test_the_last_byte_completes_an_upload_of_known_length(rufh, backend):
     """Upload-Complete: ?0 on a body that reaches the recorded length: the file lands
     (the answer says ?1), and an empty ?1 append is answered as the final answer again."""
     url = (await rufh.create(complete=False, filename="known.bin", length=6)).location
     r = await rufh.append(url, 0, b"abcdef", complete=False)
     assert r.status == 204 and r.complete is True, r.body
-    assert (jp_root_dir / "known.bin").read_bytes() == b"abcdef"
+    assert backend.landed("known.bin") == b"abcdef"
     r = await rufh.append(url, 6, b"", complete=True)
     assert r.status == 204 and r.complete is True and r.offset == 6
 
@@ -177,7 +182,7 @@ async def test_the_last_byte_completes_an_upload_of_known_length(rufh, jp_root_d
 # ------------------------------------------------------------------- resuming
 
 
-async def test_resume_after_a_dropped_append(draft, jp_root_dir, staging):
+async def test_resume_after_a_dropped_append(draft, backend, tus_app):
     data = os.urandom(600_000)
     r = await draft.create(complete=False, filename="dropped.bin", length=len(data))
     url = r.location
@@ -193,19 +198,19 @@ async def test_resume_after_a_dropped_append(draft, jp_root_dir, staging):
     )
     await exchange.send(data[:250_000])
     uid = upload_id(url)
-    await wait_for(lambda: (staging / uid).stat().st_size == 250_000)
+    await wait_for(lambda: received(tus_app, uid) == 250_000)
     exchange.drop()
     # The lock is let go once the server sees the drop; the offset keeps every byte.
     head = await draft.head(url)
     assert head.status == 204 and head.offset == 250_000 and head.complete is False
-    assert not (jp_root_dir / "dropped.bin").exists()
+    assert backend.landed("dropped.bin") is None
     r = await draft.resume(url, data)
     assert r.status == 204 and r.complete is True, r.body
-    assert (jp_root_dir / "dropped.bin").read_bytes() == data
+    assert backend.landed("dropped.bin") == data
 
 
 @pytest.mark.parametrize("tus_config", [{"send_104": True}])
-async def test_a_dropped_creation_resumes_from_its_104(rufh, tus_config, jp_root_dir, staging):
+async def test_a_dropped_creation_resumes_from_its_104(rufh, tus_config, backend, tus_app):
     """Optimistic creation: the 104 (Upload Resumption Supported) carries the upload's
     URL before a byte of the body is sent; the connection drops half-way; HEAD and one
     append finish the file."""
@@ -225,13 +230,13 @@ async def test_a_dropped_creation_resumes_from_its_104(rufh, tus_config, jp_root
     assert headers["upload-limit"] == "min-size=0"
     url = headers["location"]
     await exchange.send(data[:150_000])
-    await wait_for(lambda: (staging / upload_id(url)).stat().st_size == 150_000)
+    await wait_for(lambda: received(tus_app, upload_id(url)) == 150_000)
     exchange.drop()
     head = await rufh.head(url)
     assert head.offset == 150_000 and head.headers["upload-length"] == str(len(data))
     r = await rufh.append(url, 150_000, data[150_000:], complete=True)
     assert r.status == 204 and r.complete is True, r.body
-    assert (jp_root_dir / "optimistic.bin").read_bytes() == data
+    assert backend.landed("optimistic.bin") == data
 
 
 @pytest.mark.parametrize("tus_config", [{"send_104": True}])
@@ -260,7 +265,7 @@ async def test_no_104_to_a_tus_client(rufh, tus_config):
 # ------------------------------------------------------------------- refusals
 
 
-async def test_offset_mismatch_is_a_problem_with_the_right_offset(draft, staging):
+async def test_offset_mismatch_is_a_problem_with_the_right_offset(draft, backend):
     r = await draft.create(b"0123", complete=False, filename="m.bin", length=10)
     url = r.location
     r = await draft.append(url, 7, b"789", complete=True)
@@ -274,24 +279,24 @@ async def test_offset_mismatch_is_a_problem_with_the_right_offset(draft, staging
         "expected-offset": 4,
         "provided-offset": 7,
     }
-    assert (staging / upload_id(url)).stat().st_size == 4  # nothing written
+    assert backend.kept(upload_id(url)) == 4  # nothing written
     assert (await draft.head(url)).offset == 4
 
 
-async def test_inconsistent_lengths_at_creation_create_nothing(draft, staging):
-    before = staged(staging) if staging.exists() else []
+async def test_inconsistent_lengths_at_creation_create_nothing(draft, backend):
+    before = backend.staged()
     r = await draft.create(b"x" * 50, complete=True, filename="l.bin", length=60)
     assert r.status == 400
     problem = r.problem()
     expected = PROBLEMS + "inconsistent-upload-length" if draft.version == 8 else "about:blank"
     assert problem["type"] == expected
     assert "60" in problem["detail"] and "50" in problem["detail"]
-    assert (staged(staging) if staging.exists() else []) == before
+    assert backend.staged() == before
     r = await draft.create(b"x" * 50, complete=False, filename="l.bin", length=40)
     assert r.status == 400 and r.problem()["status"] == 400
 
 
-async def test_inconsistent_lengths_on_append(draft, jp_root_dir):
+async def test_inconsistent_lengths_on_append(draft, backend):
     r = await draft.create(b"abc", complete=False, filename="n.bin", length=10)
     url = r.location
     # A complete append that ends elsewhere than the recorded length.
@@ -307,7 +312,7 @@ async def test_inconsistent_lengths_on_append(draft, jp_root_dir):
     assert (await draft.head(url)).offset == 3
     r = await draft.append(url, 3, b"defghij", complete=True)
     assert r.status == 204 and r.complete is True
-    assert (jp_root_dir / "n.bin").read_bytes() == b"abcdefghij"
+    assert backend.landed("n.bin") == b"abcdefghij"
 
 
 async def test_a_chunked_complete_append_short_of_the_length_keeps_its_bytes(rufh):
@@ -320,18 +325,18 @@ async def test_a_chunked_complete_append_short_of_the_length_keeps_its_bytes(ruf
     assert r.status == 204 and r.complete is True
 
 
-async def test_a_chunked_body_past_the_length_keeps_what_fits(rufh, jp_root_dir):
+async def test_a_chunked_body_past_the_length_keeps_what_fits(rufh, backend):
     url = (await rufh.create(complete=False, filename="over.bin", length=10)).location
     r = await rufh.append(url, 0, [b"abcdef", b"ghijklmn"], complete=False)
     assert r.status == 413 and r.headers["upload-offset"] == "10", r.body
     assert r.problem()["type"] == "about:blank"
-    assert (jp_root_dir / "over.bin").read_bytes() == b"abcdefghij"
+    assert backend.landed("over.bin") == b"abcdefghij"
     head = await rufh.head(url)
     assert head.complete is True and head.offset == 10
 
 
 @pytest.mark.parametrize("tus_config", [LIMITS])
-async def test_over_the_limits(draft, tus_config, staging):
+async def test_over_the_limits(draft, tus_config, backend):
     options = await draft.request("OPTIONS")
     assert options.status == 204
     assert options.headers["upload-limit"] == "max-size=50000, max-append-size=1000"
@@ -349,7 +354,7 @@ async def test_over_the_limits(draft, tus_config, staging):
     r = await draft.append(url, 500, b"y" * 1001, complete=False)
     assert r.status == 413 and r.problem()["status"] == 413
     assert "max-append-size=1000" in r.headers["upload-limit"]
-    assert (staging / upload_id(url)).stat().st_size == 500
+    assert backend.kept(upload_id(url)) == 500
 
 
 async def test_limits_without_configured_limits(draft):
@@ -420,33 +425,33 @@ async def test_version_6_refuses_offset_fields_on_head_and_delete(
     assert (await client.head(url)).status == 204
 
 
-async def test_cancellation(draft, staging):
+async def test_cancellation(draft, backend):
     r = await draft.create(b"abc", complete=False, filename="gone.bin", length=10)
     url = r.location
     r = await draft.cancel(url)
     assert r.status == 204
-    assert not (staging / upload_id(url)).exists()
+    assert not any(upload_id(url) in name for name in backend.staged())
     assert (await draft.head(url)).status == 404
     r = await draft.request("GET", url)  # the draft's other offset retrieval, with a body
     assert r.status == 404 and r.problem()["type"] == "about:blank"
 
 
-async def test_an_interop_version_not_spoken(listening, jp_base_url, jp_auth_header, staging):
+async def test_an_interop_version_not_spoken(listening, jp_base_url, jp_auth_header, backend):
     client = RufhClient(listening, jp_base_url, jp_auth_header, version=7)
     r = await client.create(b"x", complete=True, filename="seven.bin")
     assert r.status == 412
     assert b"interop versions 8 and 6" in r.body
-    assert not staging.exists() or staged(staging) == []
+    assert backend.staged() == []
 
 
 # ------------------------------------------------------------------- Jupyter's rules
 
 
-async def test_authentication_is_jupyter_servers(listening, jp_base_url, staging, rufh):
+async def test_authentication_is_jupyter_servers(listening, jp_base_url, backend, rufh):
     anonymous = RufhClient(listening, jp_base_url, {})
     r = await anonymous.create(b"x" * 10, complete=True, filename="anon.bin")
     assert r.status == 403 and r.problem()["status"] == 403
-    assert not staging.exists() or staged(staging) == []
+    assert backend.staged() == []
     r = await rufh.create(b"x", complete=False, filename="mine.bin", length=2)
     for method in ("HEAD", "DELETE"):
         assert (await anonymous.request(method, r.location)).status == 403
@@ -454,12 +459,12 @@ async def test_authentication_is_jupyter_servers(listening, jp_base_url, staging
     assert r.status == 403
 
 
-async def test_destination_rules(rufh, jp_root_dir):
-    (jp_root_dir / "taken.txt").write_bytes(b"old")
+async def test_destination_rules(rufh, backend):
+    backend.put("taken.txt", b"old")
     r = await rufh.create(b"new", complete=True, filename="taken.txt")
     assert r.status == 409 and "already exists" in r.problem()["detail"]
     r = await rufh.create(b"new", complete=True, filename="taken.txt", query={"overwrite": "1"})
-    assert r.status == 201 and (jp_root_dir / "taken.txt").read_bytes() == b"new"
+    assert r.status == 201 and backend.landed("taken.txt") == b"new"
     r = await rufh.create(b"h", complete=True, filename=".hidden")
     assert r.status == 403 and "hidden" in r.problem()["detail"]
     r = await rufh.create(b"h", complete=True, filename="x.txt", query={"path": "../out"})
@@ -468,7 +473,7 @@ async def test_destination_rules(rufh, jp_root_dir):
     assert r.status == 403 and "not a path" in r.problem()["detail"]
 
 
-async def test_a_tus_upload_is_finished_by_the_draft(tus, rufh, jp_root_dir):
+async def test_a_tus_upload_is_finished_by_the_draft(tus, rufh, backend):
     uid = await tus.create_id(6, {"filename": "mixed.bin"})
     r = await tus.patch(uid, 0, b"abc")
     assert r.code == 204
@@ -477,7 +482,7 @@ async def test_a_tus_upload_is_finished_by_the_draft(tus, rufh, jp_root_dir):
     assert head.status == 204 and head.offset == 3
     r = await rufh.append(url, 3, b"def", complete=True)
     assert r.status == 204 and r.complete is True
-    assert (jp_root_dir / "mixed.bin").read_bytes() == b"abcdef"
+    assert backend.landed("mixed.bin") == b"abcdef"
 
 
 def names(value: str | None) -> set[str]:
@@ -554,7 +559,7 @@ def test_structured_fields(value, integer, boolean):
     assert ietf.sf_boolean(headers, "X") == boolean
 
 
-async def test_request_answers_in_parallel_stay_apart(rufh, jp_root_dir):
+async def test_request_answers_in_parallel_stay_apart(rufh, backend):
     """Two draft uploads at once over separate connections land each its own bytes."""
     a, b = os.urandom(70_000), os.urandom(90_000)
     ra, rb = await asyncio.gather(
@@ -562,5 +567,5 @@ async def test_request_answers_in_parallel_stay_apart(rufh, jp_root_dir):
         rufh.upload(b, filename="b.bin", chunk=30_000),
     )
     assert ra.status == rb.status == 204
-    assert (jp_root_dir / "a.bin").read_bytes() == a
-    assert (jp_root_dir / "b.bin").read_bytes() == b
+    assert backend.landed("a.bin") == a
+    assert backend.landed("b.bin") == b
