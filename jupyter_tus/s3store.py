@@ -912,12 +912,19 @@ class S3Store(LoggingConfigurable):
         return info.path if "etag" in info.storage else None
 
     def check_landed(self, info: FileInfo) -> None:
-        """UploadGone if the landed object was deleted or replaced since (its ETag)."""
+        """UploadGone if the landed object was deleted or replaced since: its ETag, and
+        the upload's id in its metadata (an ETag is the MD5 of the bytes on most
+        servers: an object put again with the same bytes is another file, as a file
+        replaced in the workspace is)."""
         path = self.landed_path(info)
         if path is None:
             return
         head = self._head(self.key_of(path))
-        if head is None or head.get("ETag") != info.storage.get("etag"):
+        if (
+            head is None
+            or head.get("ETag") != info.storage.get("etag")
+            or head.get("Metadata", {}).get(UPLOAD_ID_META) != info.id
+        ):
             raise UploadGone(
                 f"the object of upload {info.id} ({info.filename}) was deleted or replaced"
                 " since it landed; upload it again"

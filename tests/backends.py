@@ -107,6 +107,13 @@ class Backend:
         else:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + path, Body=data)
 
+    def delete(self, path: str) -> None:
+        """Someone else removes the file (object) at ``path``."""
+        if self.kind == "file":
+            (self.root / path).unlink()
+        else:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + path)
+
     def staged(self) -> list[str]:
         """What the store keeps of uploads (names under its staging area, without its
         mark and the file store's lock files; an S3 multipart upload as

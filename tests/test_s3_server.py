@@ -300,3 +300,30 @@ async def test_a_stale_patch_lets_go_for_a_newcomer(
     stale.close()
     assert (await tus.patch(uid, 1000, b"t" * 3096)).code == 204
     assert backend.landed("stale.bin") == b"s" * 1000 + b"t" * 3096
+
+
+@pytest.mark.parametrize("change", ["delete", "edit", "edit-same-size", "replace"])
+async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, backend, change):
+    """test_lifetime's rule on both stores: once the landed file (object) changed, the
+    upload answers 410 on HEAD and GET, without its path; a new upload brings it back."""
+    data = b"the original bytes"
+    uid = await tus.create_id(len(data), {"filename": "landed.txt"})
+    assert (await tus.patch(uid, 0, data)).code == 204
+    assert (await tus.head(uid)).code == 200
+    if change == "delete":
+        backend.delete("landed.txt")
+    elif change == "edit":
+        backend.put("landed.txt", data + b" and more")
+    elif change == "edit-same-size":
+        backend.put("landed.txt", b"THE" + data[3:])
+    else:  # same name, same bytes, another file
+        backend.delete("landed.txt")
+        backend.put("landed.txt", data)
+    head = await tus.head(uid)
+    assert head.code == 410 and "Jupyter-Tus-Path" not in head.headers
+    get = await tus.request("GET", uid)
+    assert get.code == 410 and b"upload it again" in get.body
+    if change == "delete":
+        again = await tus.create_id(len(data), {"filename": "landed.txt"})
+        assert (await tus.patch(again, 0, data)).code == 204
+        assert backend.landed("landed.txt") == data
