@@ -1057,6 +1057,7 @@ class S3Store(LoggingConfigurable):
 
         staged = self._data_key(info.id)
         conditional = not info.overwrite and self.supports_conditional_writes()
+        self._check_folders(info.path)
         while True:
             key = self.key_of(info.path)
             if len(key.encode()) > KEY_MAX:
@@ -1083,6 +1084,18 @@ class S3Store(LoggingConfigurable):
         info.storage = self._storage(key, etag)
         self._save(info, state)
         self._delete(staged)
+
+    def _check_folders(self, path: str) -> None:
+        """LandingRefused if a folder of ``path`` is an object (put there since the
+        upload was created), as a file on the way refuses a landing in the workspace
+        (``workspace.Workspace.open_folder``): one HEAD per folder."""
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if self._head(self.key_of(folder)) is not None:
+                raise LandingRefused(
+                    f"{folder!r} is a file, not a folder; rename it or upload to another folder"
+                )
 
     def _rename_for(self, info: FileInfo, state: S3State) -> None:
         """The destination's name was taken since creation: ``name (1).ext``, ...,

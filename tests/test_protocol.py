@@ -413,6 +413,22 @@ async def test_a_file_on_the_way_is_refused(tus, backend):
     assert backend.staged() == []
 
 
+async def test_a_file_on_the_way_since_creation_refuses_the_landing(tus, backend):
+    """A file (object) put where a folder of ``path`` goes while the upload runs: the
+    last PATCH says so (403) and the bytes stay downloadable; nothing lands under the
+    file's name."""
+    uid = await tus.create_id(3, {"filename": "x.txt", "path": "sub/deeper"})
+    assert (await tus.patch(uid, 0, b"ab")).code == 204
+    backend.put("sub", b"a file where the folder goes")
+    r = await tus.patch(uid, 2, b"c")
+    assert r.code == 403
+    assert b"'sub' is a file, not a folder" in r.body and b"the bytes are kept" in r.body
+    assert backend.landed("sub") == b"a file where the folder goes"
+    assert backend.landed("sub/deeper/x.txt") is None
+    r = await tus.request("GET", uid)
+    assert r.code == 200 and r.body == b"abc"
+
+
 @pytest.mark.parametrize("overwrite", ["", "1"])
 async def test_a_folder_at_the_destination_is_409(tus, backend, overwrite):
     """A name that is a folder (keys under it, in the bucket) is taken, even with
