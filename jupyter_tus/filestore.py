@@ -323,14 +323,9 @@ class FileStore:
             raise NotARecord(f"upload {upload_id} not found")
         return info, mtime
 
-    def _save_info(self, info: FileInfo, sync_dir: bool = True, lock: str | None = None) -> None:
-        """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole.
-        ``sync_dir=False``: the caller syncs the staging folder itself, before it
-        renames or links anything else and before it returns. ``lock``: a new
-        upload's first record, whose file also becomes its lock file (a hard link,
-        made before the record is installed): the next record replaces ``<id>.info``
-        but the file stays, as ``<id>.lock``, so a creation makes one file less and
-        frees none."""
+    def _save_info(self, info: FileInfo) -> None:
+        """Replace ``<id>.info`` atomically: a crash leaves the old or the new, whole
+        (a synced temp file renamed over it, then the staging folder synced)."""
         path = self._info_name(info.id)
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"
         data = json.dumps(_record_json(info)).encode()  # one line: the C encoder
@@ -344,11 +339,8 @@ class FileStore:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if lock is not None:
-                with contextlib.suppress(OSError):  # no hard links here: made when locked
-                    os.link(tmp, lock)
             os.replace(tmp, path)
-            if self._fsync and sync_dir:
+            if self._fsync:
                 _fsync_dir(self.directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -451,13 +443,18 @@ class FileStore:
 
     def create_whole(self, info: FileInfo, body: bytes | bytearray | memoryview) -> FileInfo:
         """``new_upload`` with the upload's whole body (``len(body) == info.size > 0``):
-        created, written, completed and landed in one call, under the upload's lock,
-        with the syncs of ``new_upload``, a write and its commit, in the same order
-        (tests/test_durability.py's rules), the staging folder synced once for the
-        record's name and the data file's (before anything else is renamed or
-        linked). The first record's file becomes the lock file (``_save_info(lock=)``):
-        three files made, none freed. Bytes are written whole (``body`` is at most a
-        few hundred KiB: the server sends only small bodies this way).
+        created, written, completed and landed in one call, under the upload's lock.
+
+        Nobody knows the upload's id before this call returns, so no record is written
+        before the bytes: the lock file ``<id>.lock`` is made first (it marks ``<id>``
+        as the store's while it has no record; ``recover`` removes the pair that a
+        crash before the record leaves), then the data file, synced, then the first
+        record, which already says complete (``_complete``: installed by a synced
+        rename, the staging folder synced after it, before the landing link). Two
+        files made and two fsyncs before the landing's, against three and three for
+        ``new_upload`` then a write (tests/test_durability.py's rules hold for the one
+        call). Bytes are written whole (``body`` is at most a few hundred KiB: the
+        server sends only small bodies this way).
 
         Returns the upload's info, complete. A landing that fails is recorded in it (as
         for ``settle``: retried, or refused for good with ``landing_error``); the upload
@@ -467,13 +464,9 @@ class FileStore:
         if info.is_final:
             raise UploadNotPatchable("a final concatenation takes no body")
         self._new_record(info)
-        # The record first, then the bytes, as in new_upload; the folder's fsync that
-        # makes the record's name durable waits for the data file's name (both before
-        # the next rename, the completion record's).
-        self._save_info(info, sync_dir=False, lock=f"{self._dir}/{info.id}.lock")
-        data = self._data_name(info.id)
         lock = self._new_lock(info.id)
         try:
+            data = self._data_name(info.id)
             try:
                 fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             except OSError as exc:
@@ -496,17 +489,22 @@ class FileStore:
                     ) from exc
                 raise
             os.close(fd)
-            if self._fsync:
-                _fsync_dir(self.directory)  # the record's name and the data file's
-            with contextlib.suppress(LandingFailed, LandingRefused):
+            try:
                 self._complete(info, synced=True)
+            except (LandingFailed, LandingRefused):
+                pass  # recorded in the info
+            except BaseException:
+                if not self._info_path(info.id).exists():
+                    self._abandon(info.id)  # no record: the creation did not happen
+                raise
         finally:
             lock.release()
         return self._refresh(info)
 
     def _new_lock(self, upload_id: str) -> UploadLock:
         """The lock of an upload this thread is creating (nobody else knows its id
-        yet), taken without looking for its record: it was just written."""
+        yet), taken without looking for its record: there is none yet. Its file,
+        ``<id>.lock``, is made here."""
         lock = self.lock(upload_id)
         fd = os.open(f"{self._dir}/{upload_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -980,7 +978,10 @@ class FileStore:
         if not self.directory.is_dir():
             return report
         foreign = []
-        for entry in os.scandir(self.directory):
+        # Lock files last: a data file without a record is the store's only while its
+        # lock file is there (``create_whole``), so it is looked at first.
+        entries = sorted(os.scandir(self.directory), key=lambda e: e.name.endswith(".lock"))
+        for entry in entries:
             match = ENTRY_PATTERN.match(entry.name)
             if entry.name == MARKER:
                 continue
@@ -994,6 +995,8 @@ class FileStore:
                 report.append(f"removed temp file {entry.name}")
             elif kind == ".lock" and not has_info:
                 self._remove(entry.name)
+            elif kind == "" and not has_info and self._cut_short(upload_id):
+                report.append(f"removed {upload_id}, a creation cut short before its record")
             elif kind in ("", ".info.corrupt") and not has_info:
                 foreign.append(entry.name)
         if foreign:
@@ -1014,6 +1017,26 @@ class FileStore:
             if line:
                 report.append(line)
         return report
+
+    def _cut_short(self, upload_id: str) -> bool:
+        """Remove ``<id>`` and ``<id>.lock`` if they are what a ``create_whole`` cut
+        short before its record leaves (a data file beside its lock file, no record,
+        the lock free: its creator is gone); False (nothing touched) otherwise."""
+        try:
+            fd = os.open(f"{self._dir}/{upload_id}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False  # no lock file: not known to be the store's
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its creator is at work (another process)
+            if self._info_path(upload_id).exists():
+                return False  # recorded meanwhile
+            self._abandon(upload_id)
+            return True
+        finally:
+            os.close(fd)
 
     def quarantined(self) -> dict[str, str]:
         """The uploads the last ``recover()`` could not repair, with why."""

@@ -4,6 +4,7 @@ extension from loading."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -144,6 +145,44 @@ def test_recovery_removes_the_partials_of_a_landed_final(store, root):
     assert store.recover() == [f"removed the used partial uploads of {final}"]
     with pytest.raises(UploadNotFound):
         store.get_info(a)
+
+
+def _create_whole_killed_before_its_record(store: FileStore, dest: Path, data: bytes) -> str:
+    """A ``create_whole`` whose process died (``os._exit``, no cleanup) between its
+    synced data file and its first record; the upload's id, read from what it left."""
+    pid = os.fork()
+    if pid == 0:  # the child: dies where a kill -9 could strike
+        try:
+            FileStore._complete = lambda *args, **kwargs: os._exit(0)
+            store.create_whole(FileInfo(size=len(data), path=str(dest)), data)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    left = sorted(p.name for p in store.directory.iterdir() if p.name != ".jupyter-tus-store")
+    uid = left[0]
+    assert left == [uid, f"{uid}.lock"]  # the bytes and the lock file, no record
+    return uid
+
+
+def test_recovery_removes_a_creation_cut_short_before_its_record(store, root):
+    uid = _create_whole_killed_before_its_record(store, root / "a.bin", b"whole body")
+    report = FileStore(store.directory, workspace=Workspace(root)).recover()
+    assert f"removed {uid}, a creation cut short before its record" in report
+    assert [p.name for p in store.directory.iterdir()] == [".jupyter-tus-store"]
+    assert not (root / "a.bin").exists()  # never promised: no answer was sent
+
+
+def test_recovery_leaves_a_creation_whose_creator_is_at_work(store, root):
+    uid = _create_whole_killed_before_its_record(store, root / "a.bin", b"whole body")
+    # Its lock held, as by a creator in another process that is still writing.
+    fd = os.open(store.directory / f"{uid}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        FileStore(store.directory, workspace=Workspace(root)).recover()
+        assert (store.directory / uid).read_bytes() == b"whole body"
+    finally:
+        os.close(fd)
 
 
 def test_recovery_leaves_an_upload_locked_by_someone_else(store, root):
