@@ -468,6 +468,9 @@ export class TusUploader {
     });
     this._items.unshift(item);
     this._changed.emit(item);
+    if (!request.overwrite && this._options.listFolder) {
+      void this._listing(folder).catch(() => undefined); // asked for now, used below
+    }
 
     // One driver per upload across tabs and front ends: while another holds the lock of
     // this fingerprint, show its progress and send nothing; take over when it lets go.
@@ -1379,16 +1382,21 @@ export class TusUploader {
       if (!list) {
         return !!(await this._options.exists?.(item.path));
       }
-      let listing = this._listings.get(item.folder);
-      if (!listing) {
-        listing = list(item.folder).then(names => new Set(names));
-        this._listings.set(item.folder, listing);
-        listing.catch(() => this._listings.delete(item.folder));
-      }
-      return (await listing).has(item.name);
+      return (await this._listing(item.folder)).has(item.name);
     } catch {
       return false;
     }
+  }
+
+  /** The names in `folder`, listed once for the uploads starting there together. */
+  private _listing(folder: string): Promise<Set<string>> {
+    let listing = this._listings.get(folder);
+    if (!listing) {
+      listing = this._options.listFolder!(folder).then(names => new Set(names));
+      this._listings.set(folder, listing);
+      listing.catch(() => this._listings.delete(folder));
+    }
+    return listing;
   }
 
   /** Whether an upload to `folder` is starting or sending. */

@@ -21,11 +21,13 @@ export interface IHarness {
   landed: UploadItem[];
 }
 
-/** An uploader on a fresh fake server (16 KiB chunks unless `settings` says otherwise);
+/** An uploader on a fresh fake server (16 KiB chunks unless `settings` says otherwise),
+ * or on the server and URL storage of `shared` (another front end of the same browser);
  * its chunk memory is `memory`, not the browser's localStorage. */
 export function harness(
   settings: Partial<IUploadSettings> = {},
-  options: Partial<IUploaderOptions> = {}
+  options: Partial<IUploaderOptions> = {},
+  shared?: { server: FakeTusServer; storage: MemoryUrlStorage }
 ): IHarness {
   const memory = new Map<string, number>();
   const chunkMemory: IChunkMemory = {
@@ -33,8 +35,8 @@ export function harness(
     set: (endpoint, bytes) => void memory.set(endpoint, bytes)
   };
   const h = {
-    server: new FakeTusServer(),
-    storage: new MemoryUrlStorage(),
+    server: shared?.server ?? new FakeTusServer(),
+    storage: shared?.storage ?? new MemoryUrlStorage(),
     net: new FakeConnectivity(),
     memory,
     states: [] as string[],

@@ -3,95 +3,10 @@
  * plugged into tus-js-client's `httpStack`, with fake timers: states, fingerprints,
  * retries, the offline wait, the 413 fallback and the words shown for each.
  */
-import { DEFAULT_SETTINGS, IUploadSettings, MAX_RETRY_DELAY, statusLine } from '../core';
-import { TusUploader, UploadItem } from '../uploader';
-import {
-  ENDPOINT,
-  FakeConnectivity,
-  FakeTusServer,
-  MemoryUrlStorage,
-  fakeFile,
-  fakeReader
-} from './fakes';
-
-const KiB = 1024;
-
-interface IHarness {
-  server: FakeTusServer;
-  storage: MemoryUrlStorage;
-  net: FakeConnectivity;
-  uploader: TusUploader;
-  states: string[];
-  asked: string[];
-  answer: boolean;
-  landed: UploadItem[];
-}
-
-function harness(
-  settings: Partial<IUploadSettings> = {},
-  shared?: { server: FakeTusServer; storage: MemoryUrlStorage }
-): IHarness {
-  const h = {
-    server: shared?.server ?? new FakeTusServer(),
-    storage: shared?.storage ?? new MemoryUrlStorage(),
-    net: new FakeConnectivity(),
-    states: [] as string[],
-    asked: [] as string[],
-    answer: false,
-    landed: [] as UploadItem[]
-  } as IHarness;
-  h.uploader = new TusUploader({
-    endpoint: ENDPOINT,
-    headers: () => ({ 'X-XSRFToken': 'xsrf' }),
-    settings: () => ({ ...DEFAULT_SETTINGS, chunkSize: 16 * KiB, ...settings }),
-    confirmOverwrite: async name => {
-      h.asked.push(name);
-      return h.answer;
-    },
-    landed: item => h.landed.push(item),
-    httpStack: h.server,
-    urlStorage: h.storage,
-    fileReader: fakeReader,
-    connectivity: h.net
-  });
-  h.uploader.changed.connect((_, item) => {
-    if (item && h.states[h.states.length - 1] !== item.state) {
-      h.states.push(item.state);
-    }
-  });
-  return h;
-}
-
-/** Let promises and due timers run, `ms` of fake time. */
-async function run(ms = 0): Promise<void> {
-  await jest.advanceTimersByTimeAsync(ms);
-}
-
-/** Advance fake time in small steps until `cond` holds. */
-async function until(cond: () => boolean, maxMs = 10 * 60_000, step = 10): Promise<void> {
-  for (let t = 0; t <= maxMs; t += step) {
-    if (cond()) {
-      return;
-    }
-    await run(step);
-  }
-  throw new Error('condition not met in time');
-}
-
-/** Advance fake time until `promise` settles; its value. */
-async function settle<T>(promise: Promise<T>, maxMs = 10 * 60_000): Promise<T> {
-  let state: { value: T } | null = null;
-  let failure: unknown = null;
-  promise.then(
-    value => (state = { value }),
-    err => (failure = err ?? new Error('rejected'))
-  );
-  await until(() => state !== null || failure !== null, maxMs);
-  if (failure) {
-    throw failure;
-  }
-  return state!.value;
-}
+import { MAX_RETRY_DELAY, statusLine } from '../core';
+import { UploadItem } from '../uploader';
+import { fakeFile } from './fakes';
+import { IHarness, KiB, harness, run, sameBytes, settle, until } from './harness';
 
 /** The wait before each try, as scheduled (ms). */
 function recordWaits(h: IHarness): number[] {
@@ -108,11 +23,6 @@ function recordWaits(h: IHarness): number[] {
 
 function lineOf(item: UploadItem): string {
   return statusLine(item, Date.now());
-}
-
-function sameBytes(a: Uint8Array | undefined, file: File): boolean {
-  const b = (file as unknown as { bytes: Uint8Array }).bytes;
-  return !!a && a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
 jest.setTimeout(30_000);
@@ -150,6 +60,17 @@ describe('an upload', () => {
     expect(h.server.requests.every(r => r.headers['X-XSRFToken'] === 'xsrf')).toBe(true);
   });
 
+  it('asks for the folder listing (the overwrite check) as soon as it is asked for', async () => {
+    const listed: string[] = [];
+    const h = harness({}, { listFolder: async folder => (listed.push(folder), []) });
+    const done = h.uploader.upload(fakeFile('a.csv', KiB), 'data');
+    // Before any other step of the upload (lock, stored URLs, file): a drop's first
+    // request does not wait for them.
+    expect(listed).toEqual(['data']);
+    expect(await settle(done)).toBe(true);
+    expect(listed).toEqual(['data']); // once
+  });
+
   it('shows progress, speed and time left while it runs', async () => {
     const h = harness();
     const item = new UploadItem('x.bin', 'data', 40 * 1024 * KiB, 'fp', 'uploading');
@@ -180,7 +101,7 @@ describe('the fingerprint', () => {
     expect(held).toBeGreaterThan(0);
 
     // The widget's uploader (same page storage, same server) finds it after a reload...
-    const widget = harness({}, first);
+    const widget = harness({}, {}, first);
     await settle(widget.uploader.restore(entry => entry.folder === 'data'));
     const listed = widget.uploader.items[0];
     expect(listed.state).toBe('interrupted');
@@ -203,7 +124,7 @@ describe('the fingerprint', () => {
     const first = harness();
     const file = fakeFile('survey.bin', 80 * KiB);
     await interrupted(first, file, 'data');
-    const other = harness({}, first);
+    const other = harness({}, {}, first);
     await settle(other.uploader.restore(entry => entry.folder === 'elsewhere'));
     expect(other.uploader.items).toHaveLength(0);
     const mark = first.server.requests.length;
