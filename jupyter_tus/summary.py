@@ -54,8 +54,13 @@ def iso(timestamp: float | None) -> str | None:
 
 def relative(path: str | None, root: str | os.PathLike | None) -> str | None:
     """``path`` as the file browser names it (relative to root_dir), or None when it is
-    not under the root."""
-    if path is None or root is None:
+    not under the root. A relative path is a store's own (S3Store: relative to its
+    prefix) and stays as it is, as ``UploadManager.relative`` keeps it."""
+    if path is None:
+        return None
+    if not os.path.isabs(path):
+        return Path(path).as_posix()
+    if root is None:
         return None
     with contextlib.suppress(ValueError):
         return Path(path).relative_to(root).as_posix()

@@ -1,10 +1,18 @@
 """``GET {base_url}api/tus/uploads``: the server's own list of uploads, the one the
-front ends show (not part of tus: tus clients never GET the creation URL)."""
+front ends show (not part of tus: tus clients never GET the creation URL); over each
+store (tests/backends.py)."""
 
 from __future__ import annotations
 
 import json
-import os
+
+from tests.backends import (  # noqa: F401 (fixtures)
+    backend_bucket,
+    backend_fixture,
+    backend_server_config,
+    s3_env,
+    s3_server,
+)
 
 from .conftest import TUS
 
@@ -19,14 +27,14 @@ async def listing(tus, **params) -> list[dict]:
     return json.loads(r.body)["uploads"]
 
 
-async def test_the_list_says_where_each_upload_stands(tus, jp_root_dir, jp_base_url):
+async def test_the_list_says_where_each_upload_stands(tus, jp_root_dir, jp_base_url, backend):
     half = await tus.create_id(10, {"filename": "half.csv", "path": "data"})
     assert (await tus.patch(half, 0, b"01234")).code == 204
     done = await tus.create_id(3, {"filename": "done.txt"})
     assert (await tus.patch(done, 0, b"abc")).code == 204
     gone = await tus.create_id(3, {"filename": "gone.txt"})
     assert (await tus.patch(gone, 0, b"xyz")).code == 204
-    os.unlink(jp_root_dir / "gone.txt")
+    backend.delete("gone.txt")
     partial = await tus.create_id(2, headers={"Upload-Concat": "partial"})
     by_id = {u["id"]: u for u in await listing(tus)}
     assert partial not in by_id  # a piece of a parallel upload, not a file
@@ -61,11 +69,9 @@ async def test_finished_uploads_leave_the_list_after_a_while(tus):
     assert {u["id"] for u in await listing(tus)} == {done, waiting}
 
 
-async def test_a_refused_landing_is_listed_with_why(tus, jp_root_dir, tmp_path):
-    (jp_root_dir / "dest").mkdir()
+async def test_a_refused_landing_is_listed_with_why(tus, backend):
     uid = await tus.create_id(2, {"filename": "x.bin", "path": "dest"})
-    (jp_root_dir / "dest").rmdir()
-    (jp_root_dir / "dest").write_text("a file now")
+    backend.put("dest", b"a file now")
     assert (await tus.patch(uid, 0, b"ab")).code == 403
     [upload] = await listing(tus)
     assert upload["state"] == "refused" and "is a file, not a folder" in upload["message"]
