@@ -382,6 +382,7 @@ export class UploadPanel extends Panel {
     const focused = document.activeElement as HTMLElement | null;
     const focusedRow = focused?.closest<HTMLLIElement>('.jp-TusUpload') ?? null;
     const focusedKey = focusedRow && this._list.contains(focusedRow) ? focusedRow.dataset.key : '';
+    const focusedIndex = focusedRow ? Array.from(this._list.children).indexOf(focusedRow) : -1;
     for (const row of rows) {
       // A drop (or pick) of several files gets a row with its total above its files.
       const batch = row.kind === 'local' ? row.item.batch : undefined;
@@ -433,9 +434,14 @@ export class UploadPanel extends Panel {
     if (focusedRow && focused && this._list.contains(focusedRow) && focused.hidden) {
       this._focusIn(focusedRow);
     } else if (removedFocus) {
-      const next = this._list.querySelector<HTMLButtonElement>(
-        '.jp-TusUpload-buttons button:not([hidden])'
-      );
+      // The row now where it was (the one after it), else the nearest one above.
+      const lis = Array.from(this._list.children) as HTMLLIElement[];
+      const at = Math.min(Math.max(focusedIndex, 0), lis.length);
+      const next = [...lis.slice(at), ...lis.slice(0, at).reverse()]
+        .map(li =>
+          li.querySelector<HTMLButtonElement>('.jp-TusUpload-buttons button:not([hidden])')
+        )
+        .find(button => button);
       if (next) {
         next.focus();
       } else {

@@ -299,6 +299,35 @@ def test_keyboard_only_pause_resume_cancel(lab: Lab, open_lab, big_file, tmp_pat
     assert not (lab.root / src.name).exists()
 
 
+def test_removing_a_row_moves_the_focus_to_the_next_row(lab: Lab, open_lab, tmp_path):
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab()
+    names = ["first-row.txt", "middle-row.txt", "last-row.txt"]
+    for name in names:  # one at a time: a row each, the newest on top
+        src = tmp_path / name
+        src.write_text(name)
+        upload_with_button(page, src)
+        wait_state(page, name, "done")
+    shown = page.locator(".jp-TusUpload-name").all_text_contents()
+    assert [n for n in shown if n in names] == names[::-1]
+    row(page, "middle-row.txt").locator(".jp-TusUpload-remove").focus()
+    page.keyboard.press("Enter")
+    # The row below takes its place under the keyboard (not the first row of the panel).
+    page.wait_for_function(
+        """() => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
+            n => n.textContent === 'middle-row.txt')"""
+    )
+    assert focused(page).endswith("@ first-row.txt"), focused(page)
+    # The last row removed: the one above it.
+    row(page, "first-row.txt").locator(".jp-TusUpload-remove").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        """() => ![...document.querySelectorAll('.jp-TusUpload-name')].some(
+            n => n.textContent === 'first-row.txt')"""
+    )
+    assert focused(page).endswith("@ last-row.txt"), focused(page)
+
+
 @pytest.fixture
 def fresh_lab(tmp_path) -> Iterator[Lab]:
     """A lab of its own: nothing from the other tests in the screenshots."""
