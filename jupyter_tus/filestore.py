@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .checksums import CHECKSUM_ALGORITHMS, new_hasher
+from .locking import FileLock, FileLocker
 from .store import (
     Checksum,
     ChecksumMismatch,
@@ -124,72 +125,8 @@ class NotARecord(UploadNotFound):
     file, or one cut by a power loss without fsync): left alone, never an upload."""
 
 
-class UploadLock:
-    """An exclusive lock on one upload: ``flock`` on ``<id>.lock``.
-
-    flock locks belong to an open file description, so two ``UploadLock`` objects
-    exclude each other whether they live in one process (two coroutines, two threads)
-    or in two (the server and a kernel). Usable as a context manager.
-    """
-
-    def __init__(self, store: FileStore, upload_id: str, timeout: float | None) -> None:
-        self._store = store
-        self.upload_id = upload_id
-        self.timeout = timeout
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; False if it is held elsewhere (and ``blocking`` is False or
-        ``timeout`` passed). Raises UploadNotFound if the upload does not exist."""
-        if self._fd is not None:
-            raise RuntimeError("lock already held by this object")
-        store = self._store
-        path = f"{store._dir}/{self.upload_id}.lock"
-        info = store._info_name(self.upload_id)
-        if not os.path.exists(info):
-            raise UploadNotFound(f"upload {self.upload_id} not found")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(
-                        fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not blocking or deadline else 0)
-                    )
-                    break
-                except BlockingIOError:
-                    if not blocking or (deadline is not None and time.monotonic() >= deadline):
-                        os.close(fd)
-                        return False
-                    time.sleep(0.02)
-        except BaseException:
-            os.close(fd)
-            raise
-        # The upload may have been terminated while we waited: then the lock file we
-        # hold is unlinked and the info gone.
-        if not os.path.exists(info):
-            os.close(fd)
-            raise UploadNotFound(f"upload {self.upload_id} not found")
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            self._store._release_callbacks.pop(self.upload_id, None)
-            os.close(fd)  # closing the descriptor drops the flock
-
-    def __enter__(self) -> UploadLock:
-        if not self.acquire(timeout=self.timeout):
-            raise UploadLocked(f"upload {self.upload_id} is locked by another writer")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+# The file store's lock (``locking.FileLock``: flock on ``<id>.lock``), by its old name.
+UploadLock = FileLock
 
 
 class FileStore:
@@ -216,8 +153,9 @@ class FileStore:
         self.expiration = expiration
         self.max_size = max_size
         self.lock_timeout = lock_timeout
-        # Holders of a lock in this process that can be asked to let go (takeover).
-        self._release_callbacks: dict[str, Callable[[], None]] = {}
+        # The store's locks (flock on <id>.lock) and their holders' release requests in
+        # this process: the locker it is composed with (tusd's UseLocker).
+        self.locker = FileLocker(self._dir, lock_timeout, self._has_record)
         self._writeback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tus-writeback")
         # Uploads recovery could not repair, with why: kept as they are, answered with
         # UploadQuarantined until the next start tries again.
@@ -501,21 +439,11 @@ class FileStore:
             lock.release()
         return self._refresh(info)
 
-    def _new_lock(self, upload_id: str) -> UploadLock:
+    def _new_lock(self, upload_id: str) -> FileLock:
         """The lock of an upload this thread is creating (nobody else knows its id
         yet), taken without looking for its record: there is none yet. Its file,
-        ``<id>.lock``, is made here."""
-        lock = self.lock(upload_id)
-        fd = os.open(f"{self._dir}/{upload_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # someone found it already: wait as anyone would
-            os.close(fd)
-            if not lock.acquire(timeout=lock.timeout):
-                raise UploadLocked(f"upload {upload_id} is locked by another writer") from None
-            return lock
-        lock._fd = fd
-        return lock
+        ``<id>.lock``, is made here (``FileLocker.lock_new``)."""
+        return self.locker.lock_new(upload_id)
 
     def _abandon(self, upload_id: str) -> None:
         """Remove what a creation that failed had made (the data file, then the
@@ -697,24 +625,26 @@ class FileStore:
 
     # ------------------------------------------------------------------ capabilities
 
-    def lock(self, upload_id: str, timeout: float | None = None) -> UploadLock:
+    def lock(self, upload_id: str, timeout: float | None = None) -> FileLock:
         """The upload's lock, not yet taken: ``with store.lock(id): ...`` takes it,
-        waiting up to ``timeout`` seconds (default: the store's ``lock_timeout``)."""
-        return UploadLock(
-            self, self._check_id(upload_id), self.lock_timeout if timeout is None else timeout
+        waiting up to ``timeout`` seconds (default: the store's ``lock_timeout``).
+        (``locker.lock``, the id checked.)"""
+        return self.locker.lock(
+            self._check_id(upload_id), self.lock_timeout if timeout is None else timeout
         )
+
+    def _has_record(self, upload_id: str) -> bool:
+        """Does the upload exist (its record is there)? The locker asks it before and
+        after taking a lock."""
+        return os.path.exists(self._info_name(upload_id))  # (the id checked: UploadNotFound)
 
     def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None:
         """Register how the holder of ``upload_id``'s lock in this process lets go."""
-        self._release_callbacks[upload_id] = callback
+        self.locker.on_release_request(upload_id, callback)
 
     def request_release(self, upload_id: str) -> bool:
         """Ask this process's holder of the lock to let go; False if none is known."""
-        callback = self._release_callbacks.pop(upload_id, None)
-        if callback is None:
-            return False
-        callback()
-        return True
+        return self.locker.request_release(upload_id)
 
     def terminate(self, upload_id: str) -> None:
         """Forget an upload and remove its staged bytes. The caller holds the lock.

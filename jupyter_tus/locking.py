@@ -1,38 +1,213 @@
 """Upload locks kept apart from the store that holds the bytes (tusd's ``Locker``).
 
-tusd composes a data store with a locker (``pkg/memorylocker``, ``pkg/filelocker``):
-the handler takes an upload's lock for every request that reads or changes it, and
-asks the holder to let go when another request wants the upload (``requestUnlock``),
-so a client that lost its connection can resume at once instead of waiting for the
-old request to time out.
+tusd composes a data store with a locker (``pkg/handler``'s ``StoreComposer.UseLocker``,
+``pkg/memorylocker``, ``pkg/filelocker``): the handler takes an upload's lock for every
+request that reads or changes it, and asks the holder to let go when another request
+wants the upload (``requestUnlock``), so a client that lost its connection can resume
+at once instead of waiting for the old request to time out.
 
-``MemoryLocker`` is that for one process: stores whose bytes are not on a local disk
-(``S3Store``) use it. Its locks exclude threads and coroutines of this process only;
-two servers writing to the same bucket prefix are not locked against each other (as
-with tusd's memorylocker), which is why docs/object-storage.md says one server per
-prefix (JupyterHub's per-user servers are exactly that).
+Here a store is composed with one ``Locker`` (``store.locker``), and the manager takes
+every lock, and asks for every release, through it (``UploadManager.locker``):
+
+- ``FileLocker``: ``flock`` on ``<directory>/<id>.lock`` (``FileStore``'s staging
+  folder): excludes threads, coroutines and processes (the server and a kernel);
+- ``MemoryLocker``: locks in this process, for stores whose bytes are not on a local
+  disk (``S3Store``). Its locks exclude threads and coroutines of this process only;
+  two servers writing to the same bucket prefix are not locked against each other (as
+  with tusd's memorylocker), which is why docs/object-storage.md says one server per
+  prefix (JupyterHub's per-user servers are exactly that).
+
+Both keep the release requests of their holders in this process: ``on_release_request``
+registers how the holder of a lock lets go (forgotten when that lock is released),
+``request_release`` asks it to.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
-from .store import UploadLocked, UploadNotFound
+from .store import UploadLocked, UploadLockLike, UploadNotFound
+
+
+@runtime_checkable
+class Locker(Protocol):
+    """Per-upload exclusive locks and the takeover (tusd's ``Locker`` and
+    ``requestUnlock``); a store is composed with one (``store.locker``).
+
+    ``lock(id, timeout)``: the upload's lock, not yet taken (``acquire(blocking,
+    timeout) -> bool``, ``release()``, ``held``; as a context manager it waits
+    ``timeout`` seconds, default the locker's, then raises UploadLocked; taking it
+    raises UploadNotFound for an upload that does not exist).
+    ``on_release_request(id, callback)``: how the holder of the upload's lock in this
+    process lets go, forgotten once that lock is released.
+    ``request_release(id) -> bool``: call it (once); False if no holder registered."""
+
+    def lock(self, upload_id: str, timeout: float | None = None) -> UploadLockLike: ...
+
+    def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None: ...
+
+    def request_release(self, upload_id: str) -> bool: ...
+
+
+class FileLocker:
+    """``flock`` locks on ``<directory>/<id>.lock`` (tusd's filelocker, with flock).
+
+    ``timeout``: seconds a ``with locker.lock(id)`` waits by default (None: forever).
+    ``exists(id)``: whether the upload exists (the file store: its record is there),
+    asked before and after the lock is taken; None: always. The caller checks ids
+    (never a path)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        timeout: float | None = 20.0,
+        exists: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.timeout = timeout
+        self.exists = exists
+        self._guard = threading.Lock()
+        self._callbacks: dict[str, Callable[[], None]] = {}
+
+    def lock(self, upload_id: str, timeout: float | None = None) -> FileLock:
+        """The upload's lock, not yet taken: ``with locker.lock(id): ...`` takes it,
+        waiting up to ``timeout`` seconds (default: the locker's)."""
+        return FileLock(self, upload_id, self.timeout if timeout is None else timeout)
+
+    def lock_new(self, upload_id: str) -> FileLock:
+        """The lock of an upload this thread is creating (nobody else knows its id
+        yet), taken without looking for its record (there may be none yet); its file
+        is made here. If someone found it already, taken as anyone would (``exists``
+        asked; UploadLocked after the timeout)."""
+        lock = self.lock(upload_id)
+        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # someone found it already: wait as anyone would
+            os.close(fd)
+            if not lock.acquire(timeout=lock.timeout):
+                raise UploadLocked(f"upload {upload_id} is locked by another writer") from None
+            return lock
+        lock._fd = fd
+        return lock
+
+    def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None:
+        """Register how the holder of ``upload_id``'s lock in this process lets go."""
+        with self._guard:
+            self._callbacks[upload_id] = callback
+
+    def request_release(self, upload_id: str) -> bool:
+        """Ask this process's holder of the lock to let go; False if none is known."""
+        with self._guard:
+            callback = self._callbacks.pop(upload_id, None)
+        if callback is None:
+            return False
+        callback()
+        return True
+
+    def _forget(self, upload_id: str) -> None:
+        with self._guard:
+            self._callbacks.pop(upload_id, None)
+
+
+class FileLock:
+    """An exclusive lock on one upload: ``flock`` on ``<id>.lock``.
+
+    flock locks belong to an open file description, so two ``FileLock`` objects
+    exclude each other whether they live in one process (two coroutines, two threads)
+    or in two (the server and a kernel). Usable as a context manager.
+    """
+
+    def __init__(self, locker: FileLocker, upload_id: str, timeout: float | None) -> None:
+        self._locker = locker
+        self.upload_id = upload_id
+        self.timeout = timeout
+        self.path = f"{locker.directory}/{upload_id}.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; False if it is held elsewhere (and ``blocking`` is False or
+        ``timeout`` passed). Raises UploadNotFound if the upload does not exist."""
+        if self._fd is not None:
+            raise RuntimeError("lock already held by this object")
+        exists = self._locker.exists
+        if exists is not None and not exists(self.upload_id):
+            raise UploadNotFound(f"upload {self.upload_id} not found")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(
+                        fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not blocking or deadline else 0)
+                    )
+                    break
+                except BlockingIOError:
+                    if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                        os.close(fd)
+                        return False
+                    time.sleep(0.02)
+        except BaseException:
+            os.close(fd)
+            raise
+        # The upload may have been terminated while we waited: then the lock file we
+        # hold is unlinked and the info gone.
+        if exists is not None and not exists(self.upload_id):
+            os.close(fd)
+            raise UploadNotFound(f"upload {self.upload_id} not found")
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._locker._forget(self.upload_id)
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> FileLock:
+        if not self.acquire(timeout=self.timeout):
+            raise UploadLocked(f"upload {self.upload_id} is locked by another writer")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class MemoryLocker:
-    """Exclusive per-upload locks in this process, plus the holders' release callbacks.
+    """Exclusive per-upload locks in this process, plus the holders' release callbacks
+    (tusd's memorylocker).
 
-    ``lock(id)`` gives a lock object (not yet taken); ``on_release_request(id, cb)``
-    registers how the current holder lets go; ``request_release(id)`` calls it.
+    ``timeout``: seconds a ``with locker.lock(id)`` waits by default (None: forever).
+    ``exists(id)``: whether the upload exists, asked once a lock is taken (False
+    releases it and raises UploadNotFound); None: always. ``shared``: another
+    ``MemoryLocker`` whose locks and callbacks this one shares (two stores over the
+    same staging area, each with its own ``exists`` and ``timeout``).
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._held: dict[str, MemoryLock] = {}
-        self._callbacks: dict[str, Callable[[], None]] = {}
+    def __init__(
+        self,
+        timeout: float | None = None,
+        exists: Callable[[str], bool] | None = None,
+        *,
+        shared: MemoryLocker | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.exists = exists
+        if shared is not None:
+            self._cond, self._held, self._callbacks = shared._cond, shared._held, shared._callbacks
+        else:
+            self._cond = threading.Condition()
+            self._held: dict[str, MemoryLock] = {}
+            self._callbacks: dict[str, Callable[[], None]] = {}
 
     def lock(
         self,
@@ -40,10 +215,16 @@ class MemoryLocker:
         timeout: float | None = None,
         exists: Callable[[str], bool] | None = None,
     ) -> MemoryLock:
-        """The lock of ``upload_id``. ``exists(id)``, when given, is asked once the lock
-        is taken: False releases it and raises UploadNotFound (the upload was removed
-        while we waited, or never was)."""
-        return MemoryLock(self, upload_id, timeout, exists)
+        """The lock of ``upload_id`` (waiting ``timeout``, default the locker's).
+        ``exists(id)`` (default the locker's) is asked once the lock is taken: False
+        releases it and raises UploadNotFound (the upload was removed while we waited,
+        or never was)."""
+        return MemoryLock(
+            self,
+            upload_id,
+            self.timeout if timeout is None else timeout,
+            self.exists if exists is None else exists,
+        )
 
     def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None:
         """Register how the holder of ``upload_id``'s lock lets go (a takeover)."""
@@ -88,7 +269,7 @@ class MemoryLocker:
 
 class MemoryLock:
     """One upload's lock, taken with ``acquire`` or ``with``; the interface of
-    ``filestore.UploadLock`` (``acquire(blocking, timeout) -> bool``, ``release()``,
+    ``FileLock`` (``acquire(blocking, timeout) -> bool``, ``release()``,
     ``held``), so the manager takes either the same way."""
 
     def __init__(
@@ -139,29 +320,3 @@ class MemoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-class ReleaseRequests:
-    """tusd's ``requestUnlock``, kept apart from any store (the manager's): the request
-    holding an upload's lock registers how it lets go, a newcomer asks it to.
-
-    ``register(id, lock, callback)`` while ``lock`` is held; ``request(id)`` calls the
-    callback once (True) if that lock is still held, else False (nobody to ask, or a
-    holder that already let go: its registration is stale and dropped). Any thread.
-    Works with every store's locks (``store.UploadLockLike``: ``held``)."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._holders: dict[str, tuple[object, Callable[[], None]]] = {}
-
-    def register(self, upload_id: str, lock: object, callback: Callable[[], None]) -> None:
-        with self._guard:
-            self._holders[upload_id] = (lock, callback)
-
-    def request(self, upload_id: str) -> bool:
-        with self._guard:
-            entry = self._holders.pop(upload_id, None)
-        if entry is None or not getattr(entry[0], "held", False):
-            return False
-        entry[1]()
-        return True

@@ -102,9 +102,10 @@ class UploadManager:
         self._under_way: dict[str, tuple[int | None, int]] = {}
         self._staged = 0
         store.on_landing_failure = self._landing_failed
-        # Who holds which upload's lock in this server and how it lets go (a takeover):
-        # the manager's, whatever the store (tusd's composer: locking apart from it).
-        self.releases = locking.ReleaseRequests()
+        # The locker the store is composed with (tusd's composer.UseLocker: the store's
+        # ``locker``; a store without one locks itself): every lock the server takes,
+        # and who holds it here and how it lets go (a takeover), go through it.
+        self.locker: locking.Locker = getattr(store, "locker", store)
         # What the server advertises: what the store offers (tusd's composer).
         self.extensions = protocol.store_extensions(store)
         self.checksum_algorithms = protocol.store_checksum_algorithms(store)
@@ -164,14 +165,15 @@ class UploadManager:
         return self.store.concat_uploads(final_id, partial_ids)
 
     def lock(self, upload_id: str) -> UploadLockLike:
-        """The upload's lock, not yet taken (``store.lock``); ``acquire`` is the way
+        """The upload's lock, not yet taken (``locker.lock``); ``acquire`` is the way
         for a request: this one for a worker thread that tries it once."""
-        return self.store.lock(upload_id)
+        return self.locker.lock(upload_id)
 
     def hold(self, upload_id: str, lock: UploadLockLike, callback: Callable[[], None]) -> None:
         """Register how the holder of ``upload_id``'s ``lock`` (taken) lets go when a
-        newcomer asks (``releases``)."""
-        self.releases.register(upload_id, lock, callback)
+        newcomer asks (``locker.on_release_request``; forgotten when ``lock`` is
+        released)."""
+        self.locker.on_release_request(upload_id, callback)
 
     def open_writer_at(
         self,
@@ -459,9 +461,9 @@ class UploadManager:
         parked = self.unpark(upload_id)
         if parked is not None:
             parked.kept.close()
-            self.releases.register(upload_id, parked.lock, on_release_request)
+            self.locker.on_release_request(upload_id, on_release_request)
             return parked.lock
-        lock = self.store.lock(upload_id)
+        lock = self.locker.lock(upload_id)
         deadline = time.monotonic() + self.lock_wait
         asked = False
         loop = asyncio.get_running_loop()
@@ -473,7 +475,7 @@ class UploadManager:
         # an object store whether the upload exists: not on the loop)
         while not await loop.run_in_executor(None, take):
             if not asked:
-                asked = self.releases.request(upload_id)
+                asked = self.locker.request_release(upload_id)
                 if asked:
                     self.log.info("upload %s: asked the current request to let go", upload_id)
                     metrics.LOCK_TAKEOVERS.inc()
@@ -483,7 +485,7 @@ class UploadManager:
                     f" within {self.lock_wait:g} s"
                 )
             await asyncio.sleep(LOCK_POLL)
-        self.releases.register(upload_id, lock, on_release_request)
+        self.locker.on_release_request(upload_id, on_release_request)
         return lock
 
     def park(self, upload_id: str, lock: UploadLockLike, kept: Any, info: FileInfo) -> None:
@@ -501,7 +503,7 @@ class UploadManager:
             PARK_SECONDS, self.drop_parked, upload_id
         )
         self._parked[upload_id] = parked
-        self.releases.register(upload_id, lock, lambda: self.drop_parked(upload_id))
+        self.locker.on_release_request(upload_id, lambda: self.drop_parked(upload_id))
 
     def unpark(self, upload_id: str) -> Parked | None:
         """Take what ``park`` kept of the upload, if anything: the caller holds its
@@ -704,7 +706,7 @@ class UploadManager:
     @contextlib.contextmanager
     def _lock_if_free(self, upload_id: str) -> Iterator[bool]:
         """Take the upload's lock if nobody holds it; yield whether we got it."""
-        lock = self.store.lock(upload_id)
+        lock = self.locker.lock(upload_id)
         try:
             free = lock.acquire(blocking=False)
         except UploadNotFound:

@@ -654,31 +654,30 @@ class S3Store(LoggingConfigurable):
     # ------------------------------------------------------------------ locks
 
     @property
-    def _locker(self) -> MemoryLocker:
-        """The locks of this staging area in this process: shared by every S3Store
-        object over the same endpoint, bucket and staging prefix, so two of them (the
-        server's and a script's in one process) exclude each other as file locks do."""
+    def locker(self) -> MemoryLocker:
+        """The locker this store is composed with (tusd's UseLocker): the locks of this
+        staging area in this process, shared by every S3Store object over the same
+        endpoint, bucket and staging prefix, so two of them (the server's and a
+        script's in one process) exclude each other as file locks do; taking one asks
+        the bucket whether the upload exists (a request: off the event loop)."""
         where = (self.endpoint_url or "", self.bucket, self.staging)
         with _LOCKERS_GUARD:
-            return _LOCKERS.setdefault(where, MemoryLocker())
+            shared = _LOCKERS.setdefault(where, MemoryLocker())
+        return MemoryLocker(self.lock_timeout, self._exists, shared=shared)
 
     def lock(self, upload_id: str, timeout: float | None = None) -> MemoryLock:
         """The upload's lock, not yet taken (``with store.lock(id): ...``), held in
         this process only. Taking it raises UploadNotFound if the upload is gone."""
-        return self._locker.lock(
-            self._check_id(upload_id),
-            self.lock_timeout if timeout is None else timeout,
-            exists=self._exists,
-        )
+        return self.locker.lock(self._check_id(upload_id), timeout)
 
     def _exists(self, upload_id: str) -> bool:
         return self._head(self._info_key(upload_id)) is not None
 
     def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None:
-        self._locker.on_release_request(upload_id, callback)
+        self.locker.on_release_request(upload_id, callback)
 
     def request_release(self, upload_id: str) -> bool:
-        return self._locker.request_release(upload_id)
+        return self.locker.request_release(upload_id)
 
     # ------------------------------------------------------------------ capabilities
 

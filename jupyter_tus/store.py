@@ -212,7 +212,7 @@ class ChunkWriter(Protocol):
 
 
 class UploadLockLike(Protocol):
-    """One upload's exclusive lock (``filestore.UploadLock``, ``locking.MemoryLock``):
+    """One upload's exclusive lock (``locking.FileLock``, ``locking.MemoryLock``):
     ``acquire`` raises UploadNotFound for an upload that does not exist; used as a
     context manager it waits its timeout, then raises UploadLocked."""
 
@@ -278,7 +278,9 @@ class LengthDeclarableDataStore(Protocol):
 @runtime_checkable
 class LockerDataStore(Protocol):
     """Per-upload locks, and the takeover: the holder registers how it lets go, a
-    newcomer asks it to (tusd's ``Locker`` with ``requestUnlock``)."""
+    newcomer asks it to (tusd's ``Locker`` with ``requestUnlock``). The stores do it
+    through the ``locking.Locker`` they are composed with (their ``locker``), which
+    the manager uses directly."""
 
     def lock(self, upload_id: str, timeout: float | None = None) -> UploadLockLike: ...
 
