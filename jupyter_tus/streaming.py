@@ -312,14 +312,16 @@ class BodyStream:
         return writer
 
     def connection_closed(self) -> None:
-        """The client went away: drop a small creation's body, and let go (unless a
-        commit is under way: it releases when done)."""
+        """The client went away: drop a small creation's body and the idle check.
+        The handler then lets go (``release``) unless a commit is under way (it
+        releases when the request ends)."""
         self.gone = True
         self.whole = None
         self._stop_idle_timer()
 
     def finished(self) -> None:
-        """The request was answered."""
+        """The request was answered: no more idle checks. The handler then lets go
+        (``release``) unless a commit is under way."""
         self.ended = True
         self._stop_idle_timer()
 
