@@ -8,13 +8,13 @@ SeaweedFS makes a collection per bucket and its first writes take ~0.5 s).
 is: the bytes that landed at a path, a name someone else takes, what is kept of
 unfinished uploads.
 
-A test module uses it by importing the fixtures (pytest finds fixtures in the module)::
+tests/conftest.py registers ``backend``, ``backend_bucket`` and tests/s3server.py's
+fixtures for every module: a fixture imported into several modules would be a fixture
+of each, a session-scoped one set up once per module (one SeaweedFS each). A test
+module runs its server on the backend's store by importing ``jp_server_config``::
 
-    from tests.backends import (
-        backend_bucket, backend_fixture, backend_server_config, s3_env, s3_server
-    )
+    from tests.backends import backend_server_config  # noqa: F401 (jp_server_config)
 
-(the fixtures ``backend`` and ``jp_server_config``; a ``# noqa: F401`` on that line),
 and a test about one store only pins it:
 ``@pytest.mark.parametrize("backend", ["file"], indirect=True)``.
 """
@@ -25,11 +25,7 @@ import functools
 import secrets
 from pathlib import Path
 
-import botocore.loaders
-import botocore.session
 import pytest
-
-from tests.s3server import s3_env, s3_server  # noqa: F401 (fixtures, re-exported)
 
 MiB = 1024 * 1024
 
@@ -40,10 +36,14 @@ def _client(server):  # -> botocore S3 client
     return server.client()
 
 
-# botocore reads and parses its JSON service models anew for every session (~0.3 s
-# for S3); the tests start a server (so an S3Store and its client) per test. A loader
-# shared by the sessions parses them once; everything else is made per client.
-_shared_loader = functools.cache(botocore.loaders.create_loader)
+@functools.cache
+def _shared_loader_factory():
+    """botocore reads and parses its JSON service models anew for every session (~0.3 s
+    for S3); the tests start a server (so an S3Store and its client) per test. A loader
+    shared by the sessions parses them once; everything else is made per client."""
+    import botocore.loaders
+
+    return functools.cache(botocore.loaders.create_loader)
 
 
 class Backend:
@@ -163,7 +163,7 @@ class Backend:
 
 
 @pytest.fixture(scope="session")
-def backend_bucket(s3_server) -> str:  # noqa: F811
+def backend_bucket(s3_server) -> str:
     """The bucket every S3 backend of the run shares (each test on a prefix of its own)."""
     return s3_server.new_bucket()
 
@@ -179,7 +179,9 @@ def backend_fixture(request, jp_root_dir, monkeypatch) -> Backend:
     if request.param == "file":
         return Backend("file", jp_root_dir)
     server = request.getfixturevalue("s3_env")
-    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
+    import botocore.session
+
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader_factory())
     bucket = request.getfixturevalue("backend_bucket")
     return Backend("s3", jp_root_dir, server, bucket, f"t-{secrets.token_hex(6)}/")
 

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import pytest
 from tornado.httpclient import HTTPResponse
 
+from .backends import backend_bucket, backend_fixture  # noqa: F401 (fixtures)
+from .s3server import s3_env, s3_server  # noqa: F401 (fixtures)
+
+# The fixtures above are registered here, once for every module: a session fixture
+# imported into several modules would be set up once per module (a SeaweedFS each).
+
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_TYPE = {"Content-Type": "application/offset+octet-stream"}
 

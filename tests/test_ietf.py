@@ -13,12 +13,6 @@ import os
 import pytest
 
 from jupyter_tus import ietf
-from tests.backends import (  # noqa: F401 (fixtures)
-    backend_bucket,
-    backend_fixture,
-    s3_env,
-    s3_server,
-)
 
 from .conftest import encode_metadata, wait_events
 from .rufh import RufhClient

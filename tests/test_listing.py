@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.backends import (  # noqa: F401 (fixtures)
-    backend_bucket,
-    backend_fixture,
-    backend_server_config,
-    s3_env,
-    s3_server,
-)
+from tests.backends import backend_server_config  # noqa: F401 (jp_server_config)
 
 from .conftest import TUS
 

@@ -16,7 +16,6 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
-from tests.s3server import s3_server  # noqa: F401 (fixture)
 from tests.servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup, wait_until  # noqa: F401
 
 from .conftest import encode_metadata
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def s3_process(s3_server, tmp_path):  # noqa: F811
+def s3_process(s3_server, tmp_path):
     """A server process whose store is S3Store on a fresh bucket of ``s3_server``."""
     bucket = s3_server.new_bucket()
     root = tmp_path / "root"

@@ -11,14 +11,7 @@ import time
 
 import pytest
 
-from tests.backends import (  # noqa: F401 (fixtures)
-    MiB,
-    backend_bucket,
-    backend_fixture,
-    backend_server_config,
-    s3_env,
-    s3_server,
-)
+from tests.backends import MiB, backend_server_config  # noqa: F401 (jp_server_config)
 
 from .conftest import TusClient
 

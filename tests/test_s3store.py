@@ -26,7 +26,6 @@ from jupyter_tus.store import (
     UploadQuarantined,
     UploadTooLarge,
 )
-from tests.s3server import s3_env, s3_server  # noqa: F401 (fixtures)
 from tests.servers import free_port
 
 MiB = 1024 * 1024
@@ -38,12 +37,12 @@ class Crash(BaseException):
 
 
 @pytest.fixture(scope="module")
-def bucket(s3_server) -> str:  # noqa: F811
+def bucket(s3_server) -> str:
     return s3_server.new_bucket()
 
 
 @pytest.fixture
-def make(s3_env, bucket):  # noqa: F811
+def make(s3_env, bucket):
     """``make(prefix=..., **settings)``: a claimed S3Store on the test server."""
     prefix = f"p-{secrets.token_hex(4)}/"
 
@@ -368,7 +367,7 @@ def test_abandoned_multipart_uploads_are_aborted(make):
 # --------------------------------------------------------------------------- the service
 
 
-def test_an_unreachable_store_is_refused_at_start_and_unavailable_after(s3_env):  # noqa: F811
+def test_an_unreachable_store_is_refused_at_start_and_unavailable_after(s3_env):
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -383,7 +382,7 @@ def test_an_unreachable_store_is_refused_at_start_and_unavailable_after(s3_env):
         store.get_info("C" * 32)
 
 
-def test_a_missing_bucket_is_refused_by_name(s3_env):  # noqa: F811
+def test_a_missing_bucket_is_refused_by_name(s3_env):
     store = S3Store(bucket="no-such-bucket-here", endpoint_url=s3_env.endpoint_url)
     with pytest.raises(StagingRefused, match="'no-such-bucket-here' does not exist"):
         store.claim()

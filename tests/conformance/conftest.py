@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.s3server import s3_env, s3_server  # noqa: F401 (fixtures)
-
 from .harness import FileHarness, Harness, S3Harness
 
 
 @pytest.fixture(scope="session")
-def s3_bucket(s3_server) -> str:  # noqa: F811
+def s3_bucket(s3_server) -> str:
     return s3_server.new_bucket()
 
 
