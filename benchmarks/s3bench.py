@@ -15,9 +15,15 @@ Rows, each a fresh bucket, rounds interleaved:
   answer: the object has landed (CompleteMultipartUpload and the server-side copy to
   its destination included).
 
-Per row: MiB/s (median, min-max), the ratio to the ceiling of the same round, and the
-CPU seconds per GiB of the jupyter server's process tree. The landed object's sha256
-is checked (untimed). Writes a markdown table to stdout and benchmarks/results/.
+Per row: MiB/s (median, min-max), the ratio to the ceiling of the same round, the
+CPU seconds per GiB of the jupyter server's process tree, and the server's RSS growth
+during the upload (the largest of the rounds; sampled every 20 ms). The landed
+object's sha256 is checked (untimed). Writes a markdown table to stdout and
+benchmarks/results/.
+
+``--baseline DIR``: also run the jupyter-tus rows with ``PYTHONPATH=DIR`` (another
+checkout, e.g. ``git worktree add /tmp/before main``), interleaved with this one in
+every round, rows marked ``(baseline)``: before and after under the same load.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +91,36 @@ def tree_cpu(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+class PeakRSS:
+    """The largest RSS of ``pid`` (bytes) while in the ``with`` block, sampled."""
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.start = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
 
 
 def boto3_ceiling(s3: SeaweedS3, bucket: str, src: Path, size: int) -> tuple[float, str]:
@@ -165,7 +202,7 @@ class _Slice:
         return block
 
 
-def run(size: int, rounds: int, work: Path) -> dict:
+def run(size: int, rounds: int, work: Path, baseline: Path | None = None) -> dict:
     src = work / "source.bin"
     with open(src, "wb") as f:
         left = size
@@ -183,7 +220,15 @@ def run(size: int, rounds: int, work: Path) -> dict:
             results.setdefault("boto3 multipart, 16 MiB parts (ceiling)", []).append(
                 {"wall": wall, "ok": digest == expected, "cpu": None}
             )
-            for label, patch in (("1 PATCH", None), ("8 MiB PATCHes", 8 * MiB)):
+            variants = [("", {})]
+            if baseline is not None:
+                variants.insert(0, (" (baseline)", {"PYTHONPATH": str(baseline)}))
+            rows = [
+                (label + mark, patch, env)
+                for label, patch in (("1 PATCH", None), ("8 MiB PATCHes", 8 * MiB))
+                for mark, env in variants
+            ]
+            for label, patch, extra_env in rows:
                 bucket = s3.new_bucket()
                 root = work / f"root-{bucket}"
                 root.mkdir()
@@ -195,19 +240,20 @@ def run(size: int, rounds: int, work: Path) -> dict:
                         f"--S3Store.bucket={bucket}",
                         "--ServerApp.log_level=WARN",
                     ],
-                    env=s3.env(),
+                    env={**s3.env(), **extra_env},
                 )
                 server.start()
                 try:
                     cpu0 = tree_cpu(server.proc.pid)
-                    wall = tus_upload(server, src, size, patch)
+                    with PeakRSS(server.proc.pid) as rss:
+                        wall = tus_upload(server, src, size, patch)
                     cpu = tree_cpu(server.proc.pid) - cpu0
                 finally:
                     server.stop()
                 digest = object_sha256(s3.client(), bucket, "bench.bin")
                 s3.client().delete_object(Bucket=bucket, Key="bench.bin")
                 results.setdefault(f"jupyter-tus S3Store: {label}", []).append(
-                    {"wall": wall, "ok": digest == expected, "cpu": cpu}
+                    {"wall": wall, "ok": digest == expected, "cpu": cpu, "rss": rss.growth}
                 )
     return results
 
@@ -215,18 +261,21 @@ def run(size: int, rounds: int, work: Path) -> dict:
 def table(results: dict, size: int) -> str:
     ceiling = results["boto3 multipart, 16 MiB parts (ceiling)"]
     lines = [
-        "| path | MiB/s median (min-max) | x boto3 ceiling | server CPU s/GiB | sha256 |",
-        "|---|---|---|---|---|",
+        "| path | MiB/s median (min-max) | x boto3 ceiling | server CPU s/GiB"
+        " | RSS growth MiB (max) | sha256 |",
+        "|---|---|---|---|---|---|",
     ]
     for label, runs in results.items():
         rates = [size / MiB / r["wall"] for r in runs]
         ratios = [c["wall"] / r["wall"] for c, r in zip(ceiling, runs, strict=True)]
         cpus = [r["cpu"] for r in runs if r["cpu"] is not None]
         cpu = f"{statistics.median(cpus) / (size / (1 << 30)):.2f}" if cpus else "-"
+        rsss = [r["rss"] for r in runs if r.get("rss") is not None]
+        rss = f"{max(rsss) / MiB:.0f}" if rsss else "-"
         ok = "ok" if all(r["ok"] for r in runs) else "WRONG"
         lines.append(
             f"| {label} | {statistics.median(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})"
-            f" | {statistics.median(ratios):.2f} | {cpu} | {ok} |"
+            f" | {statistics.median(ratios):.2f} | {cpu} | {rss} | {ok} |"
         )
     return "\n".join(lines)
 
@@ -235,10 +284,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1G", help="bytes per upload (1G, 256M, ...)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout to compare with (PYTHONPATH of its rows)"
+    )
     args = parser.parse_args()
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="s3bench-") as tmp:
-        results = run(size, args.rounds, Path(tmp))
+        results = run(size, args.rounds, Path(tmp), args.baseline)
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = (
         f"S3: {size // MiB} MiB, {args.rounds} interleaved rounds, {when};"

@@ -48,6 +48,7 @@ loop from those threads (or a loop per thread) for no gain. See docs/object-stor
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -103,6 +104,7 @@ OBJECT_MAX = 5 * 1024 * GiB  # S3: 5 TiB
 READ_BLOCK = MiB
 RECORD_MAX = 8 * MiB  # bytes: a record of 10000 parts is ~700 KB
 DEFAULT_PART_SIZE = 16 * MiB
+LAST_READ = 256  # records remembered for open_writer_at
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 ENTRY_PATTERN = re.compile(r"^(?P<id>[A-Za-z0-9_-]{32})(?P<kind>|\.info|\.[0-9a-f]{8}\.part)$")
@@ -253,6 +255,7 @@ class S3Store(LoggingConfigurable):
         self._client_lock = threading.Lock()
         self._quarantined: dict[str, str] = {}
         self._activity: dict[str, float] = {}  # id -> when its record was last written
+        self._last_read: dict[str, tuple[FileInfo, S3State]] = {}  # see open_writer_at
         self._conditional: bool | None = {"on": True, "off": False}.get(self.conditional_writes)
         self.copy_max = PART_MAX  # larger objects are copied part by part
         self.on_landing_failure: Callable[[FileInfo, StoreError], None] | None = None
@@ -442,6 +445,10 @@ class S3Store(LoggingConfigurable):
             raise UploadNotFound(f"upload {upload_id} not found")
         info, state = record
         self._activity[upload_id] = state.saved
+        with self._client_lock:  # for open_writer_at: the latest reads, by id
+            self._last_read[upload_id] = (info, state)
+            if len(self._last_read) > LAST_READ:
+                del self._last_read[next(iter(self._last_read))]
         return info, state
 
     def _save(self, info: FileInfo, state: S3State) -> None:
@@ -616,6 +623,27 @@ class S3Store(LoggingConfigurable):
         self._refresh(info, state)
         return S3ChunkWriter(self, info, state, offset, checksum, length, limit)
 
+    def open_writer_at(
+        self,
+        info: FileInfo,
+        offset: int,
+        checksum: Checksum | None = None,
+        length: int | None = None,
+        limit: int | None = None,
+        kept: Any = None,
+    ) -> S3ChunkWriter:
+        """``open_writer`` for an upload whose record the caller has just read
+        (``get_info``, this very ``info`` object) under its lock: the record is not
+        read again. Otherwise (``info`` from elsewhere) it is. ``kept`` is the file
+        store's (a PATCH's open data file) and never comes here."""
+        with self._client_lock:
+            last = self._last_read.pop(info.id, None)
+        if last is None or last[0] is not info:
+            return self.open_writer(info.id, offset, checksum, length, limit)
+        info, state = last
+        self._refresh(info, state)
+        return S3ChunkWriter(self, info, state, offset, checksum, length, limit)
+
     def write_chunk(
         self, upload_id: str, offset: int, src: BinaryIO, checksum: Checksum | None = None
     ) -> int:
@@ -664,6 +692,22 @@ class S3Store(LoggingConfigurable):
         with _LOCKERS_GUARD:
             shared = _LOCKERS.setdefault(where, MemoryLocker())
         return MemoryLocker(self.lock_timeout, self._exists, shared=shared)
+
+    def _fresh(self) -> dict[str, int]:
+        """For ``_PartSink``: the uploads whose next write needs no note (see
+        ``S3ChunkWriter._keep``), shared as ``_locker`` is (the lock held covers it)."""
+        where = (self.endpoint_url or "", self.bucket, self.staging)
+        with _LOCKERS_GUARD:
+            return _FRESH.setdefault(where, {})
+
+    @staticmethod
+    def _senders() -> concurrent.futures.ThreadPoolExecutor:
+        with _LOCKERS_GUARD:
+            if not _SENDERS:
+                _SENDERS.append(
+                    concurrent.futures.ThreadPoolExecutor(SENDERS, thread_name_prefix="s3-part")
+                )
+            return _SENDERS[0]
 
     def lock(self, upload_id: str, timeout: float | None = None) -> MemoryLock:
         """The upload's lock, not yet taken (``with store.lock(id): ...``), held in
@@ -724,6 +768,7 @@ class S3Store(LoggingConfigurable):
                 self._delete(obj["Key"])
         self._delete(self._info_key(upload_id))
         self._activity.pop(upload_id, None)
+        self._fresh().pop(upload_id, None)
 
     def concat_uploads(self, final_id: str, partial_ids: Iterable[str]) -> FileInfo:
         """Fill the final upload with the partials' bytes in order, complete and land
@@ -760,6 +805,7 @@ class S3Store(LoggingConfigurable):
                     sink = _PartSink(self, info, state)
                     for key, length in sources:
                         self._stream_into(key, length, sink)
+                    sink.finish()
                     state.parts, state.next_part = sink.new_parts, sink.part_no
                     self._complete_sink(info, state, sink)
             except (LandingFailed, LandingRefused):  # completion is recorded: used up
@@ -956,6 +1002,7 @@ class S3Store(LoggingConfigurable):
             self._make_whole(info, state, last)
         state.tail = None
         state.in_flight_from = None
+        self._fresh().pop(info.id, None)
         info.is_complete = True
         info.offset = size
         info.unverified_from = None
@@ -1409,12 +1456,25 @@ class S3Store(LoggingConfigurable):
 
 _LOCKERS: dict[tuple[str, str, str], MemoryLocker] = {}
 _LOCKERS_GUARD = threading.Lock()
+# Per staging area (as _LOCKERS): upload id -> the part number its record, written by
+# this process, notes as the next write's start, while no write has begun since.
+_FRESH: dict[tuple[str, str, str], dict[str, int]] = {}
+# The threads that send parts in the background (_PartSink), shared by every store.
+_SENDERS: list[concurrent.futures.ThreadPoolExecutor] = []
+SENDERS = 16  # threads: parts sent at once by all uploads of the process
 
 
 class _PartSink:
-    """Bytes in, whole parts out: buffers up to the upload's part size and sends each
-    full part at once (starting the multipart upload with the first), so memory stays
-    within one part plus one piece of body."""
+    """Bytes in, whole parts out: buffers up to the upload's part size; each full part
+    is uploaded in the background (a worker thread of the store) while the next one
+    fills, one part at a time and in order, so part ``n + 1`` starts only once S3 has
+    acknowledged part ``n``. Memory: the part being sent, the part filling and one
+    piece of body, at most ``2 * part_size`` plus a piece (a full part waits for the
+    one before it).
+
+    A part S3 does not acknowledge ends the sink: its error is raised by the next
+    ``add``, ``send`` or ``finish``, and only the parts acknowledged before it count
+    (``new_parts``); the bytes after them are dropped (``failed``), never moved up."""
 
     def __init__(
         self, store: S3Store, info: FileInfo, state: S3State, head: bytes | None = None
@@ -1425,42 +1485,93 @@ class _PartSink:
         self.buffer = bytearray(head or b"")
         self.part_no = state.next_part
         self.new_parts: list[list] = []
+        self.failed: BaseException | None = None
+        self._pending: concurrent.futures.Future | None = None
         self._noted = False
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
+        if self.failed is not None:
+            raise self.failed
         self.buffer += data
         size = self.state.part_size
         while len(self.buffer) >= size:
             part = self.buffer
             self.buffer = bytearray(part[size:])  # the rest: less than one body piece
             del part[size:]
-            self.send(part)
+            self.send(part, background=True)
 
-    def send(self, part: bytearray) -> None:
+    def send(self, part: bytearray, background: bool = False) -> None:
         """Upload ``part`` as the next part number (not yet recorded: the caller
-        records ``new_parts`` with its commit)."""
-        from botocore.exceptions import ClientError
+        records ``new_parts`` with its commit), after the part before it is
+        acknowledged; ``background``: return once it is on its way (``finish`` waits
+        for it)."""
+        self.finish()
+        number = self._number()
+        if background:
+            self._pending = self.store._senders().submit(self._upload, number, part)
+        else:
+            self._collect(lambda: self._upload(number, part))
 
+    def finish(self) -> None:
+        """Wait for the part on its way; raise its error (or an earlier one)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._collect(pending.result)
+        if self.failed is not None:
+            raise self.failed
+
+    def _collect(self, result: Callable[[], list]) -> None:
+        try:
+            self.new_parts.append(result())
+        except BaseException as exc:
+            self.failed = exc
+            raise
+
+    def _number(self) -> int:
+        """The next part's number, after what a crash or a failure needs to know: the
+        multipart upload started, and the record noting where this write's parts
+        start (``in_flight_from``) unless the record already does (``_fresh``)."""
         store, state = self.store, self.state
         if self.part_no > MAX_PARTS:
             raise UploadTooLarge(f"upload {self.info.id} used all of S3's {MAX_PARTS} parts")
-        key = store._data_key(self.info.id)
         if not self._noted:
+            self._noted = True
+            # True if this process wrote the record last, noting this very part
+            # number as the next write's start, and no write has begun since.
+            fresh = store._fresh().pop(self.info.id, None) == self.part_no
             if state.upload_id is None:
+                key = store._data_key(self.info.id)
                 state.upload_id = store._call("create_multipart_upload", Key=key)["UploadId"]
+            elif fresh and state.in_flight_from == self.part_no:
+                return self._take_number()
             elif state.in_flight_from is not None:
                 # a write before this one sent parts it never recorded: go past them
-                listed = store._list_parts(key, state.upload_id)
+                listed = store._list_parts(store._data_key(self.info.id), state.upload_id)
                 self.part_no = max([self.part_no, *[p["PartNumber"] + 1 for p in listed]])
             # so termination, recovery and the next write know of the parts to come
             state.in_flight_from = self.part_no
             store._save(self.info, state)
-            self._noted = True
             if self.part_no > MAX_PARTS:
                 raise UploadTooLarge(f"upload {self.info.id} used all of S3's {MAX_PARTS} parts")
+        return self._take_number()
+
+    def _take_number(self) -> int:
+        number = self.part_no
+        self.part_no += 1  # taken even if the part fails: never reused
+        return number
+
+    def _upload(self, number: int, part: bytearray) -> list:
+        """UploadPart (in the caller's thread or a sender's); ``[number, size, etag]``."""
+        from botocore.exceptions import ClientError
+
+        store = self.store
         try:
             result = store._call(
-                "upload_part", Key=key, UploadId=state.upload_id, PartNumber=self.part_no, Body=part
+                "upload_part",
+                Key=store._data_key(self.info.id),
+                UploadId=self.state.upload_id,
+                PartNumber=number,
+                Body=part,
             )
         except ClientError as exc:
             if _code(exc) not in _NO_UPLOAD:
@@ -1469,8 +1580,7 @@ class _PartSink:
                 f"the multipart upload of upload {self.info.id} is gone (aborted outside"
                 " the server, e.g. by a bucket lifecycle rule); upload the file again"
             ) from exc
-        self.new_parts.append([self.part_no, len(part), result["ETag"]])
-        self.part_no += 1
+        return [number, len(part), result["ETag"]]
 
     def take(self) -> bytearray:
         rest, self.buffer = self.buffer, bytearray()
@@ -1479,7 +1589,8 @@ class _PartSink:
 
 class S3ChunkWriter:
     """One write into an S3Store upload (the ChunkWriter of store.py): the body goes
-    into a part buffer as it arrives; full parts go to S3 at once; ``commit`` keeps
+    into a part buffer as it arrives; full parts go to S3 at once, in the background
+    while the next one fills (``_PartSink``); ``commit`` waits for them, then keeps
     the rest as the tail (or as a part, or completes the upload)."""
 
     # For the handlers: a write() may upload a part (network I/O) and commit() puts
@@ -1545,9 +1656,10 @@ class S3ChunkWriter:
         return _PartSink(self.store, self.info, self.state, head)
 
     def write(self, data: bytes) -> None:
-        """Take ``data`` now (a full part goes to S3 before this returns). Past the
-        length (or the write's limit), the part that fits is kept and UploadTooLarge
-        raised."""
+        """Take ``data`` now. A full part goes to S3 in the background; a write that
+        fills the next one first waits for it to be acknowledged, and a part S3 did
+        not acknowledge raises its error here (or in ``commit``). Past the length (or
+        the write's limit), the part that fits is kept and UploadTooLarge raised."""
         excess = None
         if self.written + len(data) > self._room:
             excess = self.written + len(data) - self._room
@@ -1578,6 +1690,13 @@ class S3ChunkWriter:
         end = self.start + self.written
         if info.size is not None and end == info.size:
             sink = self._sink or self._open_sink()
+            try:
+                sink.finish()
+            except Exception:
+                if self.declares is not None:
+                    info.size = None  # a write cut short declares nothing
+                self._keep()  # records the parts acknowledged before; raises
+                raise
             state.parts = state.parts + sink.new_parts
             state.next_part = sink.part_no
             self.store._complete(info, state, sink.take())
@@ -1594,40 +1713,62 @@ class S3ChunkWriter:
         if self._checksum:
             self._cut_back()
         else:
-            self._keep()
+            self._keep(report=False)
         return self.store._refresh(self.info, self.state)
 
-    def _keep(self) -> None:
-        """Record the parts sent and put the rest as the new tail (or, from 5 MiB, as
-        one more part); then remove the old tail."""
+    def _keep(self, report: bool = True) -> None:
+        """Record the parts S3 acknowledged and put the rest as the new tail (or, from
+        5 MiB, as one more part); then remove the old tail. After a part S3 did not
+        acknowledge (sent in the background, see ``_PartSink``), only the parts before
+        it are recorded, the bytes after them are dropped (the offset stops where the
+        acknowledged parts end) and the part's error is raised (``report``; abort
+        keeps what it can quietly).
+
+        The record notes ``next_part`` as where the next write's parts start
+        (``in_flight_from``), so that write sends its first part without writing the
+        record first (``_PartSink._number``)."""
         info, state, sink = self.info, self.state, self._sink
         info.unverified_from = None
         if sink is None:  # nothing arrived
             if self._checksum:
                 self.store._save(info, state)
             return
-        rest = sink.take()
-        if len(rest) >= PART_MIN:
-            sink.send(rest)
-            rest = bytearray()
+        failure = None
+        try:
+            sink.finish()
+        except Exception as exc:
+            failure = exc
         old_tail = state.tail
-        new_tail = None
-        if rest:
-            key = self.store._new_tail_key(info.id)
-            self.store._call("put_object", Key=key, Body=rest)
-            new_tail = [key, len(rest)]
+        rest = sink.take()
+        if failure is not None:
+            # the first part of the write began with the tail: kept if none counts
+            new_tail = None if sink.new_parts else old_tail
+        else:
+            if len(rest) >= PART_MIN:
+                sink.send(rest)
+                rest = bytearray()
+            new_tail = None
+            if rest:
+                key = self.store._new_tail_key(info.id)
+                self.store._call("put_object", Key=key, Body=rest)
+                new_tail = [key, len(rest)]
         state.parts = state.parts + sink.new_parts
         state.next_part = sink.part_no
-        state.in_flight_from = None
+        state.in_flight_from = state.next_part
         state.tail = new_tail
         self.store._save(info, state)
+        self.store._fresh()[info.id] = state.next_part
         if old_tail and (new_tail is None or old_tail[0] != new_tail[0]):
             self.store._delete(old_tail[0])
+        if failure is not None and report:
+            raise failure
 
     def _cut_back(self) -> None:
         """Forget this write: its parts stay unlisted (their numbers are not reused),
         the old tail is untouched; only the record changes."""
         if self._sink is not None:
+            with contextlib.suppress(Exception):  # forgotten, acknowledged or not
+                self._sink.finish()
             self.state.next_part = max(self.state.next_part, self._sink.part_no)
             self._sink = None
         self.state.in_flight_from = None

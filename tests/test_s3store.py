@@ -119,7 +119,9 @@ def test_layout_under_the_prefix(make):
     record = json.loads(get(make, f"{prefix}/.tus/{uid}.info"))
     assert record["info"]["id"] == uid and record["info"]["path"] == "x/y/a.csv"
     assert [p[:2] for p in record["s3"]["parts"]] == [[1, 5 * MiB]]
-    assert record["s3"]["tail"] == [tail, MiB] and record["s3"]["in_flight_from"] is None
+    assert record["s3"]["tail"] == [tail, MiB]
+    # the next write's parts start past the last one, noted already (no record PUT first)
+    assert record["s3"]["next_part"] == record["s3"]["in_flight_from"] == 2
     assert multipart_uploads(make, store.staging) == [f"{prefix}/.tus/{uid}"]
     info = write(store, uid, 6 * MiB, data[6 * MiB :])
     assert info.storage["key"] == f"{prefix}/x/y/a.csv" and info.storage["bucket"] == make.bucket
@@ -213,14 +215,20 @@ def test_a_crash_between_a_new_tail_and_its_record(make, monkeypatch):
         assert reader.read() == data
 
 
-def test_parts_of_a_failed_write_are_never_adopted_after_a_later_one(make, monkeypatch):
+@pytest.mark.parametrize("clean", [0, 1], ids=["first-write", "after-a-clean-write"])
+def test_parts_of_a_failed_write_are_never_adopted_after_a_later_one(make, monkeypatch, clean):
     """A write sends three parts and then S3 fails under it, records included (so
     nothing is recorded); the next write goes past those part numbers, so when it is
-    killed in turn, recovery adopts its part and none of the stale ones after it."""
+    killed in turn, recovery adopts its part and none of the stale ones after it.
+    ``clean``: parts written cleanly before, so the failed write sends its parts
+    without noting them first (the record noted them at the clean write's commit)."""
     store = make()
     data = body(12 * PART_MIN, seed=5)
     stale = body(4 * PART_MIN, seed=6)
     uid = store.new_upload(FileInfo(size=len(data)))
+    start = clean * PART_MIN
+    if clean:
+        write(store, uid, 0, data[:start])
     real_call = store._call
     sent = []
 
@@ -233,21 +241,23 @@ def test_parts_of_a_failed_write_are_never_adopted_after_a_later_one(make, monke
 
     with monkeypatch.context() as patched:
         patched.setattr(store, "_call", failing_call)
-        writer = store.open_writer(uid, 0)
-        with pytest.raises(StorageUnavailable):
-            for i in range(0, len(stale), MiB):
+        writer = store.open_writer(uid, start)
+        with pytest.raises(StorageUnavailable):  # in a write, or at the end (parts are
+            for i in range(0, len(stale), MiB):  # sent in the background)
                 writer.write(stale[i : i + MiB])
+            writer.commit()
         with pytest.raises(StorageUnavailable):
             writer.abort()
-    assert sent == [1, 2, 3] and store.get_info(uid).offset == 0
-    writer = store.open_writer(uid, 0)
-    for i in range(0, PART_MIN + MiB, MiB):  # one part sent, then the process dies
-        writer.write(data[i : i + MiB])
+    assert sent == [clean + 1, clean + 2, clean + 3] and store.get_info(uid).offset == start
+    writer = store.open_writer(uid, start)
+    for i in range(start, start + PART_MIN + MiB, MiB):  # one part sent, then the
+        writer.write(data[i : i + MiB])  # process dies
+    writer._sink.finish()  # (once S3 acknowledged it)
     del writer
     restarted = make()
     restarted.recover()
-    assert restarted.get_info(uid).offset == PART_MIN
-    write(restarted, uid, PART_MIN, data[PART_MIN:])
+    assert restarted.get_info(uid).offset == start + PART_MIN
+    write(restarted, uid, start + PART_MIN, data[start + PART_MIN :])
     with restarted.get_reader(uid) as reader:
         assert reader.read() == data
 
@@ -427,3 +437,36 @@ def test_two_store_objects_over_one_prefix_share_its_locks(make):
     lock = second.lock(uid)
     assert lock.acquire(blocking=False)
     lock.release()
+
+
+def test_a_part_s3_does_not_acknowledge_fails_the_write_and_counts_nothing_after(make, monkeypatch):
+    """Parts go to S3 in the background while the next one fills: one S3 refuses (here
+    the second of a write that began with a tail, found out at commit, 2 MiB after it
+    in the buffer) fails the write; the offset then counts the parts acknowledged
+    before it and nothing of the bytes after it, and the upload resumes from there to
+    the right bytes."""
+    store = make()
+    data = body(6 * PART_MIN, seed=7)
+    uid = store.new_upload(FileInfo(size=len(data)))
+    write(store, uid, 0, data[:MiB])  # a tail: the write's first part begins with it
+    real_call = store._call
+    refused = []
+
+    def refusing_call(operation, **kwargs):
+        if operation == "upload_part" and kwargs["PartNumber"] == 2 and not refused:
+            refused.append(2)  # once; S3 is fine again after
+            raise StorageUnavailable("the object store refused upload_part (500)")
+        return real_call(operation, **kwargs)
+
+    monkeypatch.setattr(store, "_call", refusing_call)
+    writer = store.open_writer(uid, MiB)
+    with pytest.raises(StorageUnavailable):
+        for i in range(MiB, 2 * PART_MIN + 2 * MiB, MiB):
+            writer.write(data[i : i + MiB])
+        writer.commit()
+    info = writer.abort()  # as the handler does after a failed write
+    assert refused == [2]
+    assert info.offset == store.get_info(uid).offset == PART_MIN  # part 1 only
+    write(store, uid, PART_MIN, data[PART_MIN:])
+    with store.get_reader(uid) as reader:
+        assert reader.read() == data

@@ -30,8 +30,9 @@ class Harness:
     """What a conformance test needs to know of a store kind (see the module doc)."""
 
     kind = ""
-    # Bytes a writer may hold before the storage has them (S3: one part); a crash may
-    # lose at most this much of a write in progress.
+    # Bytes a writer may hold before the storage has them (S3: two parts, one on its
+    # way to S3 in the background while the next fills); a crash may lose at most
+    # this much of a write in progress.
     unacknowledged = 0
 
     def __init__(self) -> None:
@@ -143,7 +144,7 @@ class FileHarness(Harness):
 
 class S3Harness(Harness):
     kind = "s3"
-    unacknowledged = S3_PART
+    unacknowledged = 2 * S3_PART
 
     def __init__(self, server: Any, bucket: str) -> None:
         super().__init__()
