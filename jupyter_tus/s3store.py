@@ -4,8 +4,12 @@ The design is tusd's ``pkg/s3store`` (and @tus/s3-store's), made to land files w
 Jupyter users expect them and to survive a crash at any step:
 
 - **One multipart upload per tus upload.** Bytes are buffered in memory up to
-  ``part_size`` and sent as one part as soon as the buffer is full, so an upload
-  holds at most about one part in memory, whatever its size. The multipart upload is
+  ``part_size``; a full part goes to S3 in the background (a sender thread) while the
+  body's next bytes fill the next part, one part at a time and in order (part ``n + 1``
+  starts once S3 acknowledged part ``n``). So an upload holds at most two parts and a
+  body piece in memory (the part on its way, the part filling), whatever its size, and
+  receiving the body overlaps sending it. A part S3 does not acknowledge fails the
+  write: the parts before it count, nothing after it does. The multipart upload is
   started with the first full part; a file smaller than that never needs one.
 - **The tail.** What a write leaves after its last full part (S3 takes no part under
   5 MiB but the last) is put as a ``.part`` object and prepended to the next write,
@@ -14,12 +18,16 @@ Jupyter users expect them and to survive a crash at any step:
   upload: the multipart upload id, the parts counted so far ``[number, size, etag]``,
   the tail ``[key, size]`` and the next part number. The offset is the parts' sizes
   plus the tail's: only bytes S3 acknowledged, recorded after it did. Part numbers
-  are never reused: a write notes in the record where its parts start before it sends
-  the first (``in_flight_from``); a write that ends without recording its parts (a
-  crash, S3 failing) leaves that note, and the next write starts past every part S3
-  lists; a write cut back (checksum mismatch) moves ``next_part`` past its own. So
-  ``recover()`` can adopt the parts a killed process had sent (acknowledged, not yet
-  recorded) without ever adopting unverified or stale ones.
+  are never reused: the record notes where a write's parts start before it sends the
+  first (``in_flight_from``). A write's record notes ``next_part`` there for the next
+  write, so that one sends at once if this process wrote that record and no write
+  has begun since (``_fresh``); otherwise (the upload's first part, after recovery or
+  a cut-back, a record from another process) the write puts its note first. A
+  write that ends without recording its parts (a crash, S3 failing) leaves that note,
+  and the next write starts past every part S3 lists; a write cut back (checksum
+  mismatch) moves ``next_part`` past its own. So ``recover()`` can adopt the parts a
+  killed process had sent (acknowledged, not yet recorded) without ever adopting
+  unverified or stale ones.
 - **Landing.** When the last byte is in, the multipart upload is completed at the
   staging key ``<staging><id>`` and the object is copied (server side) to
   ``<prefix><path>/<filename>`` with ``If-None-Match: *`` unless ``overwrite``: a name
@@ -203,7 +211,8 @@ class S3Store(LoggingConfigurable):
         DEFAULT_PART_SIZE,
         config=True,
         help="""Bytes per multipart part, 5 MiB to 5 GiB: the memory one upload in progress
-        holds (one part), and with S3's 10000 parts the largest upload of unknown length
+        holds (at most two parts: one on its way to S3 while the next fills, plus a 1 MiB
+        piece of body), and with S3's 10000 parts the largest upload of unknown length
         (9000 x part_size). An upload of known length uses bigger parts when it needs them.""",
     )
     staging_prefix = Unicode(
