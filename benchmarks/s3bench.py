@@ -9,6 +9,10 @@ Rows, each a fresh bucket, rounds interleaved:
 - ``boto3 multipart (ceiling)``: CreateMultipartUpload, UploadPart of 16 MiB (S3Store's
   part_size) one after the other from the file, CompleteMultipartUpload: what S3Store
   does at best, without HTTP in front.
+- ``boto3 multipart + server-side copy``: the same, then CopyObject to another key
+  and DeleteObject of the first: S3Store's landing (it completes the multipart upload
+  at a staging key and copies the object to its destination, see
+  docs/object-storage.md), the ceiling of its design.
 - ``jupyter-tus S3Store: 1 PATCH``, ``... 8 MiB PATCHes``: a real ``jupyter server``
   (tests/servers.py) with ``--TusApp.store_class=jupyter_tus.s3store.S3Store``, tus
   creation then the PATCHes over one keep-alive connection (1 MiB sends), until the last
@@ -123,9 +127,13 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def boto3_ceiling(s3: SeaweedS3, bucket: str, src: Path, size: int) -> tuple[float, str]:
+def boto3_ceiling(
+    s3: SeaweedS3, bucket: str, src: Path, size: int, land: bool = False
+) -> tuple[float, str]:
+    """Multipart upload of ``src`` (``land``: at a staging key, then copied to its
+    destination on the server, as S3Store lands); wall seconds and the sha256."""
     client = s3.client()
-    key = "ceiling.bin"
+    key = "staged.bin" if land else "ceiling.bin"
     start = time.perf_counter()
     upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     parts = []
@@ -140,6 +148,11 @@ def boto3_ceiling(s3: SeaweedS3, bucket: str, src: Path, size: int) -> tuple[flo
     client.complete_multipart_upload(
         Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
     )
+    if land:
+        source = {"Bucket": bucket, "Key": key}
+        client.copy_object(Bucket=bucket, Key="ceiling.bin", CopySource=source)
+        client.delete_object(Bucket=bucket, Key=key)
+        key = "ceiling.bin"
     wall = time.perf_counter() - start
     return wall, object_sha256(client, bucket, key)
 
@@ -218,6 +231,12 @@ def run(size: int, rounds: int, work: Path, baseline: Path | None = None) -> dic
             wall, digest = boto3_ceiling(s3, bucket, src, size)
             s3.client().delete_object(Bucket=bucket, Key="ceiling.bin")
             results.setdefault("boto3 multipart, 16 MiB parts (ceiling)", []).append(
+                {"wall": wall, "ok": digest == expected, "cpu": None}
+            )
+            bucket = s3.new_bucket()
+            wall, digest = boto3_ceiling(s3, bucket, src, size, land=True)
+            s3.client().delete_object(Bucket=bucket, Key="ceiling.bin")
+            results.setdefault("boto3 multipart + server-side copy (S3Store's landing)", []).append(
                 {"wall": wall, "ok": digest == expected, "cpu": None}
             )
             variants = [("", {})]

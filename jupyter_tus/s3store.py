@@ -1491,23 +1491,37 @@ class _PartSink:
         self.store = store
         self.info = info
         self.state = state
-        self.buffer = bytearray(head or b"")
+        # The part filling: a buffer of part_size made once and filled in place (no
+        # growing, so no reallocation), ``filled`` bytes of it used; a sent part's
+        # buffer is filled again once S3 acknowledged it (``_spare``). So a sink
+        # allocates two parts' buffers whatever it sends, and memory returns whole.
+        self.buffer: bytearray | None = None
+        self.filled = 0
+        self._spare: bytearray | None = None
         self.part_no = state.next_part
         self.new_parts: list[list] = []
         self.failed: BaseException | None = None
-        self._pending: concurrent.futures.Future | None = None
+        self._pending: tuple[concurrent.futures.Future, bytearray] | None = None
         self._noted = False
+        if head:
+            self.add(head)
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
         if self.failed is not None:
             raise self.failed
-        self.buffer += data
         size = self.state.part_size
-        while len(self.buffer) >= size:
-            part = self.buffer
-            self.buffer = bytearray(part[size:])  # the rest: less than one body piece
-            del part[size:]
-            self.send(part, background=True)
+        view = memoryview(data).cast("B")
+        while view:
+            if self.buffer is None:
+                self.buffer, self._spare = self._spare or bytearray(size), None
+                self.filled = 0
+            n = min(len(view), size - self.filled)
+            self.buffer[self.filled : self.filled + n] = view[:n]
+            self.filled += n
+            view = view[n:]
+            if self.filled == size:
+                part, self.buffer, self.filled = self.buffer, None, 0
+                self.send(part, background=True)
 
     def send(self, part: bytearray, background: bool = False) -> None:
         """Upload ``part`` as the next part number (not yet recorded: the caller
@@ -1517,7 +1531,8 @@ class _PartSink:
         self.finish()
         number = self._number()
         if background:
-            self._pending = self.store._senders().submit(self._upload, number, part)
+            future = self.store._senders().submit(self._upload, number, part)
+            self._pending = (future, part)
         else:
             self._collect(lambda: self._upload(number, part))
 
@@ -1525,7 +1540,10 @@ class _PartSink:
         """Wait for the part on its way; raise its error (or an earlier one)."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            self._collect(pending.result)
+            future, part = pending
+            self._collect(future.result)
+            if len(part) == self.state.part_size:
+                self._spare = part  # acknowledged: its buffer takes the next part
         if self.failed is not None:
             raise self.failed
 
@@ -1592,7 +1610,12 @@ class _PartSink:
         return [number, len(part), result["ETag"]]
 
     def take(self) -> bytearray:
-        rest, self.buffer = self.buffer, bytearray()
+        """The bytes after the last full part (the buffer, cut to them in place)."""
+        rest, self.buffer, self._spare = self.buffer, None, None
+        if rest is None:
+            return bytearray()
+        del rest[self.filled :]
+        self.filled = 0
         return rest
 
 
