@@ -1491,10 +1491,10 @@ class _PartSink:
         self.store = store
         self.info = info
         self.state = state
-        # The part filling: a buffer of part_size made once and filled in place (no
-        # growing, so no reallocation), ``filled`` bytes of it used; a sent part's
-        # buffer is filled again once S3 acknowledged it (``_spare``). So a sink
-        # allocates two parts' buffers whatever it sends, and memory returns whole.
+        # The part filling, ``filled`` bytes of it used: a buffer that grows with the
+        # body up to part_size, or, once a part was acknowledged, that part's buffer
+        # filled again in place (``_spare``). So a write allocates at most two parts'
+        # buffers however many it sends, and a short write only what it holds.
         self.buffer: bytearray | None = None
         self.filled = 0
         self._spare: bytearray | None = None
@@ -1513,10 +1513,13 @@ class _PartSink:
         view = memoryview(data).cast("B")
         while view:
             if self.buffer is None:
-                self.buffer, self._spare = self._spare or bytearray(size), None
+                self.buffer, self._spare = self._spare or bytearray(), None
                 self.filled = 0
             n = min(len(view), size - self.filled)
-            self.buffer[self.filled : self.filled + n] = view[:n]
+            if self.filled == len(self.buffer):
+                self.buffer += view[:n]  # growing
+            else:
+                self.buffer[self.filled : self.filled + n] = view[:n]  # a spare
             self.filled += n
             view = view[n:]
             if self.filled == size:
