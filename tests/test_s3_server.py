@@ -320,3 +320,36 @@ async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, backend, 
         again = await tus.create_id(len(data), {"filename": "landed.txt"})
         assert (await tus.patch(again, 0, data)).code == 204
         assert backend.landed("landed.txt") == data
+
+
+async def test_a_part_s3_refuses_fails_the_patch_and_the_offset_stays(
+    tus: TusClient, tus_app, backend, monkeypatch
+):
+    """S3Store sends a PATCH's parts in the background while the body goes on: S3
+    refusing one (here the second, found out at the end of the body) fails the PATCH
+    (503), the offset counts only the part before it, and the client resumes from
+    there to the right file."""
+    if backend.kind != "s3":
+        pytest.skip("S3Store's parts")
+    from jupyter_tus.store import StorageUnavailable
+
+    store = tus_app.manager.store
+    part = store.part_size
+    real_call = store._call
+    refused = []
+
+    def refusing_call(operation, **kwargs):
+        if operation == "upload_part" and kwargs["PartNumber"] == 2 and not refused:
+            refused.append(2)  # once; S3 is fine again after
+            raise StorageUnavailable("the object store refused upload_part (500)")
+        return real_call(operation, **kwargs)
+
+    monkeypatch.setattr(store, "_call", refusing_call)
+    data = BIG * 3
+    uid = await tus.create_id(len(data), {"filename": "refused.bin"})
+    r = await tus.patch(uid, 0, data[: 2 * part + 2 * MiB])
+    assert r.code == 503 and refused == [2]
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(part)
+    r = await tus.patch(uid, part, data[part:])
+    assert r.code == 204 and backend.landed("refused.bin") == data
