@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import enum
 import errno
-import fcntl
 import json
 import os
 import re
@@ -952,21 +951,16 @@ class FileStore:
         """Remove ``<id>`` and ``<id>.lock`` if they are what a ``create_whole`` cut
         short before its record leaves (a data file beside its lock file, no record,
         the lock free: its creator is gone); False (nothing touched) otherwise."""
+        lock = self.locker.lock_unrecorded(upload_id)
+        if lock is None:
+            return False  # no lock file (not known to be the store's), or its creator is at work
         try:
-            fd = os.open(f"{self._dir}/{upload_id}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return False  # no lock file: not known to be the store's
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # its creator is at work (another process)
             if self._info_path(upload_id).exists():
                 return False  # recorded meanwhile
             self._abandon(upload_id)
             return True
         finally:
-            os.close(fd)
+            lock.release()
 
     def quarantined(self) -> dict[str, str]:
         """The uploads the last ``recover()`` could not repair, with why."""

@@ -96,6 +96,26 @@ class FileLocker:
         lock._fd = fd
         return lock
 
+    def lock_unrecorded(self, upload_id: str) -> FileLock | None:
+        """The lock of an upload that may have no record (a creation cut short: see
+        ``FileStore.recover``), taken without looking for it, if its lock file is
+        there (never made here, never through a symlink) and free; else None."""
+        lock = self.lock(upload_id)
+        try:
+            fd = os.open(lock.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None  # no lock file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # held (its creator is at work, in another process)
+        except BaseException:
+            os.close(fd)
+            raise
+        lock._fd = fd
+        return lock
+
     def on_release_request(self, upload_id: str, callback: Callable[[], None]) -> None:
         """Register how the holder of ``upload_id``'s lock in this process lets go."""
         with self._guard:
