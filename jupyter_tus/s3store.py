@@ -704,7 +704,7 @@ class S3Store(LoggingConfigurable):
 
     def _fresh(self) -> dict[str, int]:
         """For ``_PartSink``: the uploads whose next write needs no note (see
-        ``S3ChunkWriter._keep``), shared as ``_locker`` is (the lock held covers it)."""
+        ``S3ChunkWriter._keep``), shared as ``locker``'s locks are (the lock held covers it)."""
         where = (self.endpoint_url or "", self.bucket, self.staging)
         with _LOCKERS_GUARD:
             return _FRESH.setdefault(where, {})
