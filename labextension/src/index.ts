@@ -137,7 +137,15 @@ async function setUp(
     settings: () => settings,
     // Listing the folder (as the stock upload does) rather than probing the file keeps
     // a 404 out of the console for every new file; the uploader lists once per batch.
+    // A file browser showing that folder (a drop on it) has its listing: no request. A
+    // name taken since it was listed is refused by the server at creation (409, never
+    // replaced), and the uploader asks then.
     listFolder: async folder => {
+      for (const b of browsers) {
+        if (!b.isDisposed && normalizeFolder(b.model.path) === folder) {
+          return Array.from(b.model.items(), i => i.name);
+        }
+      }
       const listing = await contents.get(folder, { content: true });
       return (listing.content as Contents.IModel[]).map(i => i.name);
     },

@@ -236,6 +236,38 @@ def test_name_clash_asks_before_overwriting(lab: Lab, open_lab, tmp_path):
     assert (lab.root / "notes.txt").read_text() == "new contents"
 
 
+def test_a_name_taken_after_the_listing_was_shown_is_asked_about(lab: Lab, open_lab, tmp_path):
+    """The uploader takes the shown listing for the overwrite check (no request): a
+    file made since, which the listing does not show, is refused by the server at
+    creation and asked about then, never replaced unasked."""
+    src = tmp_path / "late.txt"
+    src.write_text("new contents")
+    lab.set_settings(keepFileHandles=False)
+    page = open_lab(throttle=None)
+
+    def stale(route: Route) -> None:  # listings as they were before late.txt came
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        response = route.fetch()
+        model = response.json()
+        if isinstance(model.get("content"), list):
+            model["content"] = [i for i in model["content"] if i["name"] != "late.txt"]
+        route.fulfill(response=response, json=model)
+
+    page.route("**/api/contents**", stale)
+    (lab.root / "late.txt").write_text("old")
+    upload_with_button(page, src)
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    assert "already exists" in dialog.inner_text()
+    assert (lab.root / "late.txt").read_text() == "old"
+    dialog.locator("button", has_text="Overwrite").click()
+    wait_state(page, src.name, "done")
+    assert (lab.root / "late.txt").read_text() == "new contents"
+    page.unroute_all(behavior="ignoreErrors")
+
+
 def test_a_proxy_limit_costs_one_refused_request_per_endpoint(lab: Lab, open_lab, tmp_path):
     """A proxy with a 1 MiB body limit (nginx's default) in front of the server."""
     src = tmp_path / "behind-nginx.bin"
