@@ -820,11 +820,15 @@ class UploadsHandler(TusHandler):
     async def get(self) -> None:
         """Not part of tus: this server's uploads as JSON, ``{"uploads": [...]}``, each
         as ``summary.summary`` describes it plus its ``url`` (path-only). Unfinished ones
-        and those finished in the last ``finished_within`` seconds (default a day)."""
+        and those finished in the last ``finished_within`` seconds (default a day), at
+        most the ``finished_limit`` latest of them (default all)."""
         self.raise_refusal()
         within = self.get_query_argument("finished_within", "86400")
         seconds = protocol.parse_non_negative("finished_within", within)
-        uploads = await self._run(self.manager.listing, float(seconds))
+        limit = self.get_query_argument("finished_limit", None)
+        if limit is not None:
+            limit = protocol.parse_non_negative("finished_limit", limit)
+        uploads = await self._run(self.manager.listing, float(seconds), limit)
         for upload in uploads:
             upload["url"] = self.upload_url(upload["id"])
         self.set_header("Content-Type", "application/json")

@@ -434,17 +434,28 @@ class UploadManager:
         self.store.check_landed(info)
         return info
 
-    def listing(self, finished_within: float = 24 * 3600.0) -> list[dict]:
+    def listing(
+        self, finished_within: float = 24 * 3600.0, finished_limit: int | None = None
+    ) -> list[dict]:
         """The uploads a person would want to see, newest first: every unfinished one,
-        and those finished in the last ``finished_within`` seconds (partial uploads, the
-        pieces of a parallel upload, are left out). Each as ``summary.summary`` describes
-        it. Stats every upload: run it off the event loop."""
+        and those finished in the last ``finished_within`` seconds, at most the
+        ``finished_limit`` latest of them (None: all; partial uploads, the pieces of a
+        parallel upload, are left out). Each as ``summary.summary`` describes it. Reads
+        every record and stats every upload: run it off the event loop."""
         since = time.time() - finished_within
+        infos = [info for info in self.store.list_uploads() if not info.is_partial]
+        finished = [
+            (when, info.id)
+            for info in infos
+            if info.is_complete and (when := self.store.last_activity(info)) >= since
+        ]
+        if finished_limit is not None:
+            finished = sorted(finished, reverse=True)[:finished_limit]
+        shown = {upload_id for _, upload_id in finished}
         return [
             summary.summary(info, self.store, self.root_dir)
-            for info in self.store.list_uploads()
-            if not info.is_partial
-            and (not info.is_complete or self.store.last_activity(info) >= since)
+            for info in infos
+            if not info.is_complete or info.id in shown
         ]
 
     # ------------------------------------------------------------------ locking

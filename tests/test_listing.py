@@ -63,6 +63,34 @@ async def test_finished_uploads_leave_the_list_after_a_while(tus):
     assert {u["id"] for u in await listing(tus)} == {done, waiting}
 
 
+async def test_the_list_can_hold_only_the_latest_finished_uploads(tus):
+    finished = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        uid = await tus.create_id(1, {"filename": name})
+        assert (await tus.patch(uid, 0, b"x")).code == 204
+        finished.append(uid)
+    waiting = await tus.create_id(4, {"filename": "waiting.txt"})
+    # Every unfinished upload, and of the finished ones the latest (a panel showing a
+    # few does not make the server describe a day of uploads).
+    assert [u["id"] for u in await listing(tus, finished_limit=2)] == [
+        waiting,
+        finished[2],
+        finished[1],
+    ]
+    assert [u["id"] for u in await listing(tus, finished_limit=0)] == [waiting]
+    assert len(await listing(tus)) == 4
+    r = await tus.fetch(
+        "api",
+        "tus",
+        "uploads",
+        method="GET",
+        headers=dict(TUS),
+        params={"finished_limit": "-1"},
+        raise_error=False,
+    )
+    assert r.code == 400 and b"finished_limit" in r.body
+
+
 async def test_a_refused_landing_is_listed_with_why(tus, backend):
     uid = await tus.create_id(2, {"filename": "x.bin", "path": "dest"})
     backend.put("dest", b"a file now")

@@ -29,6 +29,7 @@ import {
   IServerUpload,
   Row,
   isFinished,
+  MAX_FINISHED_ROWS,
   mergeRows,
   nameOf,
   fetchServerUploads,
@@ -174,7 +175,15 @@ export class UploadPanel extends Panel {
     }
     this._fetching = true;
     try {
-      const listed = await fetchServerUploads(this._uploader.endpoint, this._options.headers());
+      // Enough finished ones for the rows shown (MAX_FINISHED_ROWS) once this page's own
+      // and the dismissed ones are left out: not a day of uploads every 15 s.
+      const own = this._uploader.items.filter(i => i.uploadId).length;
+      const limit = MAX_FINISHED_ROWS + own + this._dismissed.set.size + this._terminated.size;
+      const listed = await fetchServerUploads(
+        this._uploader.endpoint,
+        this._options.headers(),
+        limit
+      );
       if (listed) {
         this._server = listed;
         // How many uploads the server listed last (tests wait for the first read).

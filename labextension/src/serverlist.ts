@@ -180,14 +180,19 @@ export function serverStatusLine(u: IServerUpload, now: number): string {
 
 /**
  * The server's list of this user's uploads (`GET <endpoint>`, see docs/protocol.md), or
- * null when it could not be read (the server away, an older server).
+ * null when it could not be read (the server away, an older server); `finishedLimit`:
+ * of the finished uploads only the latest that many.
  */
 export async function fetchServerUploads(
   endpoint: string,
-  headers: Record<string, string>
+  headers: Record<string, string>,
+  finishedLimit?: number
 ): Promise<IServerUpload[] | null> {
+  // At most `finishedLimit` finished uploads (the latest): every unfinished one comes.
+  const url =
+    finishedLimit === undefined ? endpoint : `${endpoint}?finished_limit=${finishedLimit}`;
   try {
-    const response = await fetch(endpoint, {
+    const response = await fetch(url, {
       headers: { ...headers, Accept: 'application/json' },
       credentials: 'same-origin',
       cache: 'no-store'

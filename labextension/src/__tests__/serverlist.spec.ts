@@ -7,6 +7,7 @@ import {
   FolderUploads,
   announcement,
   doneAnnouncement,
+  fetchServerUploads,
   IServerUpload,
   MAX_FINISHED_ROWS,
   folderOf,
@@ -54,6 +55,23 @@ describe('parseListing', () => {
     const [u] = parseListing({ uploads: [{ ...upload(), size: null }] });
     expect(u.size).toBeNull();
     expect(serverStatusLine(u, NOW)).toContain('12 MiB of unknown size');
+  });
+});
+
+describe('fetchServerUploads', () => {
+  afterEach(() => {
+    delete (globalThis as any).fetch;
+  });
+
+  it('asks for only the latest finished uploads when told how many', async () => {
+    const asked: string[] = [];
+    (globalThis as any).fetch = async (url: string) => {
+      asked.push(url);
+      return { ok: true, json: async () => ({ uploads: [] }) };
+    };
+    expect(await fetchServerUploads('/api/tus/uploads', {}, 12)).toEqual([]);
+    expect(await fetchServerUploads('/api/tus/uploads', {})).toEqual([]);
+    expect(asked).toEqual(['/api/tus/uploads?finished_limit=12', '/api/tus/uploads']);
   });
 });
 
