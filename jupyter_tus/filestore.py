@@ -246,7 +246,9 @@ class FileStore:
         try:
             f, st = _open_file_stat(path)
             with f:
-                raw = f.read(RECORD_MAX + 1)
+                # As many bytes as it holds (a record is replaced whole, never written in
+                # place), not a buffer of RECORD_MAX allocated for each read.
+                raw = f.read(min(st.st_size, RECORD_MAX) + 1)
             mtime = st.st_mtime
             data = json.loads(raw) if len(raw) <= RECORD_MAX else None
         except FileNotFoundError:

@@ -339,6 +339,18 @@ async def test_a_file_named_like_a_record_is_never_an_upload(tus, staging):
     assert (staging / uid).read_bytes() == b"someone's bytes"
 
 
+def test_a_record_larger_than_any_record_is_not_read_as_one(store):
+    uid = store.new_upload(FileInfo(size=3))
+    path = store.directory / f"{uid}.info"
+    record = path.read_text()
+    assert len(record) < 1000
+    path.write_text(record + " " * (1024 * 1024))  # valid JSON, past RECORD_MAX
+    with pytest.raises(UploadNotFound):
+        store.get_info(uid)
+    path.write_text(record + " " * 1000)
+    assert store.get_info(uid).size == 3
+
+
 def test_recovery_never_lands_a_forged_record_in_a_hidden_name(store, root):
     uid = staged_complete(store, root / ".bashrc", b"echo owned")
     [line] = store.recover()
