@@ -46,8 +46,6 @@ from .store import (
     InsufficientStorage,
     LandingFailed,
     LandingRefused,
-    LengthAlreadyDeclared,
-    OffsetMismatch,
     StagingRefused,
     StoreError,
     UploadGone,
@@ -57,6 +55,8 @@ from .store import (
     UploadNotPatchable,
     UploadQuarantined,
     UploadTooLarge,
+    check_declarable,
+    check_writable,
 )
 from .workspace import Workspace, is_permanent, unique_name
 
@@ -666,12 +666,7 @@ class FileStore:
 
     def declare_length(self, upload_id: str, size: int) -> FileInfo:
         info = self.get_info(upload_id)
-        if info.size is not None:
-            raise LengthAlreadyDeclared(f"upload {upload_id} already has a length of {info.size}")
-        if size < info.offset:
-            raise UploadTooLarge(f"{info.offset} bytes already received, more than {size}")
-        if self.max_size is not None and size > self.max_size:
-            raise UploadTooLarge(f"upload size {size} exceeds the maximum of {self.max_size} bytes")
+        check_declarable(info, size, self.max_size)
         self.check_free_space(size - info.offset)
         info.size = size
         self._save_info(info)
@@ -1164,19 +1159,13 @@ class FileChunkWriter:
         limit: int | None = None,
         kept: KeptFile | None = None,
     ) -> None:
-        if info.is_complete or info.is_final:
-            raise UploadNotPatchable(
-                f"upload {info.id} takes no more data"
-                + (" (it is complete)" if info.is_complete else " (it is a final concatenation)")
-            )
-        if offset != info.offset:
-            raise OffsetMismatch(info.offset, offset)
+        check_writable(info, offset)
+        if length is not None:
+            check_declarable(info, length, store.max_size)
         self.store = store
         self.info = info
         self.start = offset
         self.written = 0
-        if length is not None and info.size is not None:
-            raise LengthAlreadyDeclared(f"upload {info.id} already has a length of {info.size}")
         self.declares = length  # declared by commit()
         bound = info.size if length is None else length
         self._room = None if bound is None else bound - offset

@@ -57,6 +57,7 @@ from .store import (
     UploadNotPatchable,
     UploadQuarantined,
     UploadTooLarge,
+    check_writable,
 )
 from .streaming import BodyStream
 
@@ -884,8 +885,7 @@ class UploadHandler(TusHandler):
         info it committed; a refusal closes the file (the lock stays ours)."""
         try:
             info = self.manager.check(parked.info)  # expiry: no I/O for an unfinished one
-            if offset != info.offset:
-                raise OffsetMismatch(info.offset, offset)
+            check_writable(info, offset)  # (the writer's own check, before the body's)
             self.check_body_fits(info, offset)
             return self.manager.open_writer_at(
                 info, offset, limit=self.tus_config.max_chunk_size or None, kept=parked.kept
@@ -900,10 +900,7 @@ class UploadHandler(TusHandler):
         """In a worker thread, under the upload's lock: check the PATCH against the
         upload and open its writer."""
         info = self._current(upload_id, reports)
-        if info.is_final or info.is_complete:
-            raise UploadNotPatchable(f"upload {upload_id} takes no more data")
-        if offset != info.offset:
-            raise OffsetMismatch(info.offset, offset)
+        check_writable(info, offset)  # (the writer's own check, before the body's)
         declares = None
         record = info
         if length is not None:

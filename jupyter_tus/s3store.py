@@ -85,8 +85,6 @@ from .store import (
     FileInfo,
     LandingFailed,
     LandingRefused,
-    LengthAlreadyDeclared,
-    OffsetMismatch,
     StagingRefused,
     StorageUnavailable,
     StoreError,
@@ -97,6 +95,8 @@ from .store import (
     UploadNotPatchable,
     UploadQuarantined,
     UploadTooLarge,
+    check_declarable,
+    check_writable,
 )
 from .workspace import unique_name
 
@@ -751,12 +751,7 @@ class S3Store(LoggingConfigurable):
         return self._refresh(info, state)
 
     def _check_declarable(self, info: FileInfo, state: S3State, size: int) -> None:
-        if info.size is not None:
-            raise LengthAlreadyDeclared(f"upload {info.id} already has a length of {info.size}")
-        if size < info.offset:
-            raise UploadTooLarge(f"{info.offset} bytes already received, more than {size}")
-        if self.max_size is not None and size > self.max_size:
-            raise UploadTooLarge(f"upload size {size} exceeds the maximum of {self.max_size} bytes")
+        check_declarable(info, size, self.max_size)
         if size > self._capacity(state):
             raise UploadTooLarge(
                 f"an upload of unknown length can reach {self._capacity(state)} bytes here"
@@ -1642,15 +1637,7 @@ class S3ChunkWriter:
         length: int | None = None,
         limit: int | None = None,
     ) -> None:
-        if info.is_complete or info.is_final:
-            raise UploadNotPatchable(
-                f"upload {info.id} takes no more data"
-                + (" (it is complete)" if info.is_complete else " (it is a final concatenation)")
-            )
-        if offset != info.offset:
-            raise OffsetMismatch(info.offset, offset)
-        if length is not None and info.size is not None:
-            raise LengthAlreadyDeclared(f"upload {info.id} already has a length of {info.size}")
+        check_writable(info, offset)
         if length is not None:
             store._check_declarable(info, state, length)
         self.store = store

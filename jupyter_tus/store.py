@@ -174,6 +174,33 @@ class FileInfo:
         return None if table is None else table([self])
 
 
+def check_writable(info: FileInfo, offset: int) -> None:
+    """What every store's writer checks before it takes a byte (tus 1.0.0, PATCH): the
+    upload takes more data (else UploadNotPatchable: it is complete, or a final
+    concatenation, whose bytes are its partials') and ``offset`` (bytes) is its offset
+    (else OffsetMismatch, a 409)."""
+    if info.is_complete or info.is_final:
+        raise UploadNotPatchable(
+            f"upload {info.id} takes no more data"
+            + (" (it is complete)" if info.is_complete else " (it is a final concatenation)")
+        )
+    if offset != info.offset:
+        raise OffsetMismatch(info.offset, offset)
+
+
+def check_declarable(info: FileInfo, size: int, max_size: int | None) -> None:
+    """A length of ``size`` bytes declared now for an upload created without one (tus
+    creation-defer-length): LengthAlreadyDeclared when it has a length already;
+    UploadTooLarge when more bytes than ``size`` have arrived or ``size`` is over the
+    store's ``max_size`` (None: no maximum)."""
+    if info.size is not None:
+        raise LengthAlreadyDeclared(f"upload {info.id} already has a length of {info.size}")
+    if size < info.offset:
+        raise UploadTooLarge(f"{info.offset} bytes already received, more than {size}")
+    if max_size is not None and size > max_size:
+        raise UploadTooLarge(f"upload size {size} exceeds the maximum of {max_size} bytes")
+
+
 @dataclasses.dataclass(frozen=True)
 class Checksum:
     """An expected digest for the bytes of one write: ``algorithm`` and raw ``digest``."""
