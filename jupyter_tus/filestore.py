@@ -920,7 +920,8 @@ class FileStore:
                 self._remove(entry.name)
                 report.append(f"removed temp file {entry.name}")
             elif kind == ".lock" and not has_info:
-                self._remove(entry.name)
+                if self._cut_short(upload_id):  # its creator died since its bytes were seen
+                    report.append(f"removed {upload_id}, a creation cut short before its record")
             elif kind == "" and not has_info and self._cut_short(upload_id):
                 report.append(f"removed {upload_id}, a creation cut short before its record")
             elif kind in ("", ".info.corrupt") and not has_info:
@@ -947,15 +948,22 @@ class FileStore:
     def _cut_short(self, upload_id: str) -> bool:
         """Remove ``<id>`` and ``<id>.lock`` if they are what a ``create_whole`` cut
         short before its record leaves (a data file beside its lock file, no record,
-        the lock free: its creator is gone); False (nothing touched) otherwise."""
+        the lock free: its creator is gone), or a lock file alone whose upload is gone
+        (then False); False (nothing touched) otherwise. A held lock file is never
+        removed (a creator at work, in another process: the lock file is what marks its
+        bytes as the store's), nor the bytes of a record an earlier version set aside
+        (``<id>.info.corrupt``)."""
         lock = self.locker.lock_unrecorded(upload_id)
         if lock is None:
             return False  # no lock file (not known to be the store's), or its creator is at work
         try:
             if self._info_path(upload_id).exists():
                 return False  # recorded meanwhile
-            self._abandon(upload_id)
-            return True
+            if (self.directory / f"{upload_id}.info.corrupt").exists():
+                return False  # an upload set aside, not a creation
+            had_bytes = self._data_path(upload_id).exists()
+            self._abandon(upload_id)  # unlinks the lock file while it is held
+            return had_bytes
         finally:
             lock.release()
 

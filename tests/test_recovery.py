@@ -185,6 +185,35 @@ def test_recovery_leaves_a_creation_whose_creator_is_at_work(store, root):
         os.close(fd)
 
 
+def test_recovery_keeps_the_lock_file_of_a_creation_at_work(store, root):
+    # A second server starting on the same root while a creator (another process)
+    # holds its lock before its record: the lock file is what marks the bytes as the
+    # store's, so once that creator dies the next recovery still removes them.
+    uid = _create_whole_killed_before_its_record(store, root / "a.bin", b"whole body")
+    fd = os.open(store.directory / f"{uid}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        FileStore(store.directory, workspace=Workspace(root)).recover()
+        assert (store.directory / f"{uid}.lock").exists()
+    finally:
+        os.close(fd)  # the creator dies
+    report = FileStore(store.directory, workspace=Workspace(root)).recover()
+    assert f"removed {uid}, a creation cut short before its record" in report
+    assert [p.name for p in store.directory.iterdir()] == [".jupyter-tus-store"]
+
+
+def test_recovery_keeps_the_bytes_of_a_record_an_earlier_version_set_aside(store, root):
+    # <id>.info.corrupt beside its data file and its (free) lock file: a quarantined
+    # upload of an earlier version, never a creation cut short.
+    uid = staged_complete(store, root / "kept.bin", b"someone's bytes")
+    with store.lock(uid):
+        pass  # its lock file, as any upload has
+    (store.directory / f"{uid}.info").rename(store.directory / f"{uid}.info.corrupt")
+    FileStore(store.directory, workspace=Workspace(root)).recover()
+    assert (store.directory / uid).read_bytes() == b"someone's bytes"
+    assert (store.directory / f"{uid}.info.corrupt").exists()
+
+
 def test_recovery_leaves_an_upload_locked_by_someone_else(store, root):
     uid = staged_complete(store, root / "busy.bin", b"busy")
     with store.lock(uid):
