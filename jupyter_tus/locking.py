@@ -82,19 +82,32 @@ class FileLocker:
     def lock_new(self, upload_id: str) -> FileLock:
         """The lock of an upload this thread is creating (nobody else knows its id
         yet), taken without looking for its record (there may be none yet); its file
-        is made here. If someone found it already, taken as anyone would (``exists``
-        asked; UploadLocked after the timeout)."""
+        is made here. Only a recovery (``FileStore.recover``, in another server on the
+        same folder) can find it before its record, take it while it is free and
+        remove it: then it is waited for (UploadLocked after the timeout) and the file
+        made again, so the lock held is always the one at ``<id>.lock``."""
         lock = self.lock(upload_id)
-        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # someone found it already: wait as anyone would
-            os.close(fd)
-            if not lock.acquire(timeout=lock.timeout):
-                raise UploadLocked(f"upload {upload_id} is locked by another writer") from None
-            return lock
-        lock._fd = fd
-        return lock
+        deadline = None if lock.timeout is None else time.monotonic() + lock.timeout
+        while True:
+            fd = os.open(lock.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise UploadLocked(
+                                f"upload {upload_id} is locked by another writer"
+                            ) from None
+                        time.sleep(0.02)
+                if _linked(fd, lock.path):
+                    lock._fd = fd
+                    return lock
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # removed by a recovery that found it free: made again
 
     def lock_unrecorded(self, upload_id: str) -> FileLock | None:
         """The lock of an upload that may have no record (a creation cut short: see
@@ -133,6 +146,16 @@ class FileLocker:
     def _forget(self, upload_id: str) -> None:
         with self._guard:
             self._callbacks.pop(upload_id, None)
+
+
+def _linked(fd: int, path: str) -> bool:
+    """Is the file open as ``fd`` the one at ``path`` (not unlinked since)?"""
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class FileLock:

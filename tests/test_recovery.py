@@ -202,6 +202,27 @@ def test_recovery_keeps_the_lock_file_of_a_creation_at_work(store, root):
     assert [p.name for p in store.directory.iterdir()] == [".jupyter-tus-store"]
 
 
+def test_a_creation_whose_lock_file_a_recovery_removed_makes_it_again(store, root, monkeypatch):
+    # Another server's recovery finds the new lock file free (between its making and
+    # its flock) and removes it: the creator must lock a lock file that is there, or
+    # a crash before its record leaves bytes no recovery knows as the store's.
+    from jupyter_tus import locking
+
+    real_flock, raced = fcntl.flock, []
+
+    def flock(fd, op):
+        if not raced:
+            raced.append(fd)
+            FileStore(store.directory, workspace=Workspace(root)).recover()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(locking.fcntl, "flock", flock)
+    uid = _create_whole_killed_before_its_record(store, root / "a.bin", b"whole body")
+    monkeypatch.undo()
+    report = FileStore(store.directory, workspace=Workspace(root)).recover()
+    assert f"removed {uid}, a creation cut short before its record" in report
+
+
 def test_recovery_keeps_the_bytes_of_a_record_an_earlier_version_set_aside(store, root):
     # <id>.info.corrupt beside its data file and its (free) lock file: a quarantined
     # upload of an earlier version, never a creation cut short.
