@@ -1600,7 +1600,14 @@ class _PartSink:
             )
         except ClientError as exc:
             if _code(exc) not in _NO_UPLOAD:
-                raise
+                # any other refusal of a part (400 RequestTimeout after botocore's
+                # retries, a digest it did not take...) is the object store failing, not
+                # the tus client: a StoreError (503), never a 500
+                message = exc.response.get("Error", {}).get("Message") or _code(exc)
+                raise StorageUnavailable(
+                    f"the object store refused upload_part ({_code(exc) or _status(exc)}:"
+                    f" {message})"
+                ) from exc
             raise UploadNotFound(
                 f"the multipart upload of upload {self.info.id} is gone (aborted outside"
                 " the server, e.g. by a bucket lifecycle rule); upload the file again"

@@ -353,3 +353,41 @@ async def test_a_part_s3_refuses_fails_the_patch_and_the_offset_stays(
     assert r.code == 200 and r.headers["Upload-Offset"] == str(part)
     r = await tus.patch(uid, part, data[part:])
     assert r.code == 204 and backend.landed("refused.bin") == data
+
+
+async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
+    tus: TusClient, tus_app, backend, monkeypatch
+):
+    """S3 can refuse a part with a 4xx of its own (400 RequestTimeout: it waited too
+    long for the part's body, after botocore's retries): the object store failed, not
+    the tus client, and the part went in the background, so its error comes up in a
+    later write or the commit; the PATCH is a 503 with a plain message, never a 500,
+    and the client resumes from the acknowledged part."""
+    if backend.kind != "s3":
+        pytest.skip("S3Store's parts")
+    from botocore.exceptions import ClientError
+
+    store = tus_app.manager.store
+    part = store.part_size
+    real_call = store._call
+    refused = []
+
+    def refusing_call(operation, **kwargs):
+        if operation == "upload_part" and kwargs["PartNumber"] == 2 and not refused:
+            refused.append(2)
+            error = {"Code": "RequestTimeout", "Message": "Your socket connection timed out"}
+            raise ClientError(
+                {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, "UploadPart"
+            )
+        return real_call(operation, **kwargs)
+
+    monkeypatch.setattr(store, "_call", refusing_call)
+    data = BIG * 3
+    uid = await tus.create_id(len(data), {"filename": "refused.bin"})
+    r = await tus.patch(uid, 0, data[: 2 * part + 2 * MiB])
+    assert r.code == 503 and refused == [2]
+    assert "RequestTimeout" in r.body.decode()
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(part)
+    r = await tus.patch(uid, part, data[part:])
+    assert r.code == 204 and backend.landed("refused.bin") == data
