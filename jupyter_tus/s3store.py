@@ -1527,7 +1527,11 @@ class _PartSink:
         acknowledged; ``background``: return once it is on its way (``finish`` waits
         for it)."""
         self.finish()
-        number = self._number()
+        try:
+            number = self._number()
+        except BaseException as exc:  # (the multipart upload or the record refused)
+            self.failed = exc  # ends the sink as a refused part does: nothing after counts
+            raise
         if background:
             future = self.store._senders().submit(self._upload, number, part)
             self._pending = (future, part)

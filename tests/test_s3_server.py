@@ -391,3 +391,36 @@ async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
     assert r.code == 200 and r.headers["Upload-Offset"] == str(part)
     r = await tus.patch(uid, part, data[part:])
     assert r.code == 204 and backend.landed("refused.bin") == data
+
+
+async def test_s3_failing_to_start_the_parts_keeps_the_bytes_acknowledged_before(
+    tus: TusClient, tus_app, backend, monkeypatch
+):
+    """The first part of an upload starts its multipart upload: S3 refusing that
+    (503) fails the PATCH, and the offset stays where the PATCH began (the tail a PATCH
+    before it stored is still counted and kept), never goes back."""
+    if backend.kind != "s3":
+        pytest.skip("S3Store's parts")
+    from jupyter_tus.store import StorageUnavailable
+
+    store = tus_app.manager.store
+    real_call = store._call
+    refused = []
+
+    def refusing_call(operation, **kwargs):
+        if operation == "create_multipart_upload" and not refused:
+            refused.append(operation)
+            raise StorageUnavailable("the object store refused create_multipart_upload (500)")
+        return real_call(operation, **kwargs)
+
+    data = BIG * 2
+    uid = await tus.create_id(len(data), {"filename": "started.bin"})
+    r = await tus.patch(uid, 0, data[: 4 * MiB])  # under a part: the tail
+    assert r.code == 204 and r.headers["Upload-Offset"] == str(4 * MiB)
+    monkeypatch.setattr(store, "_call", refusing_call)
+    r = await tus.patch(uid, 4 * MiB, data[4 * MiB : 8 * MiB])
+    assert r.code == 503 and refused
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(4 * MiB)
+    r = await tus.patch(uid, 4 * MiB, data[4 * MiB :])
+    assert r.code == 204 and backend.landed("started.bin") == data
