@@ -1339,11 +1339,13 @@ class FileChunkWriter:
         """The body ended early. Without a checksum the bytes that arrived are kept;
         with one they cannot be verified, so the upload goes back to where it was."""
         if not self._file.closed:
-            if self._checksum:
-                self.store._cut_back(self._file, self.start)
-            elif self.store.durability is Durability.ALWAYS:
-                os.fsync(self._file.fileno())  # the kept bytes count: make them durable
-            self._close()
+            try:
+                if self._checksum:
+                    self.store._cut_back(self._file, self.start)
+                elif self.store.durability is Durability.ALWAYS:
+                    os.fsync(self._file.fileno())  # the kept bytes count: make them durable
+            finally:
+                self._close()  # (a failure above leaves the record unverified: recovered)
         self._clear_unverified()
         return self.store.get_info(self.info.id)
 

@@ -292,7 +292,10 @@ class BodyStream:
         if writer is None:
             return
         if not self.manager.blocking_io:
-            self.manager.track(writer.abort())
+            try:
+                self.manager.track(writer.abort())
+            except Exception as exc:  # the lock is released all the same (``release``)
+                self.log.warning("upload %s: keeping what arrived failed: %s", writer.info.id, exc)
             return
         # An object store's abort puts the tail and the record: in a thread, and the
         # lock is released only after it (``release``).

@@ -161,3 +161,37 @@ async def test_early_answer_says_connection_close(tus, raw_patch, tus_config):
     head = await asyncio.wait_for(patch.reader.readuntil(b"\r\n\r\n"), 30)
     assert head.startswith(b"HTTP/1.1 409")
     assert b"\r\nConnection: close\r\n" in head
+
+
+async def test_a_failing_abort_still_lets_go_of_the_lock(
+    tus, tus_app, raw_patch, staging, jp_root_dir, monkeypatch
+):
+    """Keeping what a dropped PATCH brought can fail (a record it cannot rewrite, an
+    I/O error): the lock is released all the same, so the client resumes at once
+    instead of finding its upload locked until the server restarts."""
+    from jupyter_tus.filestore import FileChunkWriter
+
+    real_abort, failed = FileChunkWriter.abort, []
+
+    def failing_abort(self):
+        info = real_abort(self)
+        if not failed:
+            failed.append(self.info.id)
+            raise OSError(5, "Input/output error")
+        return info
+
+    monkeypatch.setattr(FileChunkWriter, "abort", failing_abort)
+    monkeypatch.setattr(tus_app.manager, "lock_wait", 2.0)  # a leaked lock: 423 quickly
+    data = bytes(range(256)) * (4 * CHUNK // 256)
+    uid = await tus.create_id(len(data), {"filename": "abort.bin"})
+    patch = raw_patch(uid, 0, len(data))
+    await patch.open()
+    await patch.send(data[: 2 * CHUNK])
+    await wait_for(lambda: (staging / uid).stat().st_size == 2 * CHUNK)
+    patch.close()
+    await wait_for(lambda: failed)
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == str(2 * CHUNK)
+    r = await tus.patch(uid, 2 * CHUNK, data[2 * CHUNK :])
+    assert r.code == 204
+    assert (jp_root_dir / "abort.bin").read_bytes() == data
