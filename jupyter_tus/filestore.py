@@ -269,16 +269,24 @@ class FileStore:
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"
         data = json.dumps(_record_json(info)).encode()  # one line: the C encoder
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            for attempt in range(3):
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if self._fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    os.replace(tmp, path)
+                    break
+                except FileNotFoundError:
+                    # the temp file was removed meanwhile: a recovery starting in another
+                    # server on this folder (it removes what a crash leaves): again
+                    if attempt == 2:
+                        raise
             if self._fsync:
                 _fsync_dir(self.directory)
         except OSError as exc:

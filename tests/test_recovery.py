@@ -223,6 +223,26 @@ def test_a_creation_whose_lock_file_a_recovery_removed_makes_it_again(store, roo
     assert f"removed {uid}, a creation cut short before its record" in report
 
 
+def test_a_record_written_while_another_server_recovers_is_written(store, root, monkeypatch):
+    # A second server starting on the same folder removes the temp files of records
+    # (what a crash leaves); one being written by the first server right then (here
+    # the first record of a creation with its whole body) is written again.
+    from jupyter_tus import filestore
+
+    real_replace, raced = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if not raced and str(src).endswith(".tmp"):
+            raced.append(src)
+            FileStore(store.directory, workspace=Workspace(root)).recover()
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(filestore.os, "replace", replace)
+    info = store.create_whole(FileInfo(size=4, path=str(root / "raced.bin")), b"data")
+    assert raced and info.is_complete
+    assert (root / "raced.bin").read_bytes() == b"data"
+
+
 def test_recovery_keeps_the_bytes_of_a_record_an_earlier_version_set_aside(store, root):
     # <id>.info.corrupt beside its data file and its (free) lock file: a quarantined
     # upload of an earlier version, never a creation cut short.
