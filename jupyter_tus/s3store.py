@@ -126,6 +126,7 @@ _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_UPLOAD = frozenset({"NoSuchUpload"})
 _PRECONDITION = frozenset({"PreconditionFailed", "412"})
 _CONDITIONAL_UNSUPPORTED = frozenset({"NotImplemented", "501", "InvalidArgument", "InvalidRequest"})
+_INTERPRETED = _NOT_FOUND | _NO_UPLOAD | _PRECONDITION | _CONDITIONAL_UNSUPPORTED
 
 
 def _code(exc: BaseException) -> str:
@@ -354,15 +355,24 @@ class S3Store(LoggingConfigurable):
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         """One S3 request. Errors the store interprets (not found, no such upload, a
-        precondition) pass as botocore's ClientError; the service's own failures
-        (unreachable, 5xx after retries, denied, no bucket) become StorageUnavailable."""
+        precondition, a conditional write the server does not take) pass as botocore's
+        ClientError, as does any 4xx to a conditional write (``IfNoneMatch``: its
+        caller sorts them); the service's own failures (unreachable, 5xx after retries,
+        denied, no bucket, any other 4xx such as a RequestTimeout) become
+        StorageUnavailable (a 503, never a 500)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             code, status = _code(exc), _status(exc)
-            if status >= 500 or status in (401, 403) or code in ("NoSuchBucket", "SlowDown"):
+            interpreted = code in _INTERPRETED or status in (404, 412) or "IfNoneMatch" in kwargs
+            if (
+                status >= 500
+                or status in (401, 403)
+                or code in ("NoSuchBucket", "SlowDown")
+                or not interpreted
+            ):
                 message = exc.response.get("Error", {}).get("Message") or code
                 raise StorageUnavailable(
                     f"the object store refused {operation} ({code or status}: {message})"

@@ -393,6 +393,41 @@ async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
     assert r.code == 204 and backend.landed("refused.bin") == data
 
 
+async def test_any_other_4xx_from_s3_is_a_503_not_a_500(
+    tus: TusClient, tus_app, backend, monkeypatch
+):
+    """An S3 answer no caller interprets (a 400 RequestTimeout when S3 stops waiting
+    for the tail's body) is the object store failing: the PATCH is a 503 with S3's
+    words, the offset stays where it was, and the client goes on."""
+    if backend.kind != "s3":
+        pytest.skip("S3Store's requests")
+    from botocore.exceptions import ClientError
+
+    client = tus_app.manager.store.client
+    real_put = client.put_object
+    refused = []
+
+    def refusing_put(**kwargs):
+        if kwargs["Key"].endswith(".part") and not refused:
+            refused.append(kwargs["Key"])
+            error = {"Code": "RequestTimeout", "Message": "Your socket connection timed out"}
+            raise ClientError(
+                {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutObject"
+            )
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", refusing_put)
+    data = BIG
+    uid = await tus.create_id(len(data), {"filename": "tail.bin"})
+    r = await tus.patch(uid, 0, data[: 2 * MiB])  # under a part: kept as the tail
+    assert r.code == 503 and refused, r.code
+    assert "RequestTimeout" in r.body.decode() and "Traceback" not in r.body.decode()
+    r = await tus.head(uid)
+    assert r.code == 200 and r.headers["Upload-Offset"] == "0"
+    r = await tus.patch(uid, 0, data)
+    assert r.code == 204 and backend.landed("tail.bin") == data
+
+
 async def test_s3_failing_to_start_the_parts_keeps_the_bytes_acknowledged_before(
     tus: TusClient, tus_app, backend, monkeypatch
 ):
