@@ -15,6 +15,9 @@ from tests.backends import MiB, backend_server_config  # noqa: F401 (jp_server_c
 
 from .conftest import TusClient
 
+# Tests of what only S3Store does: on its backend alone (no file-store case to skip).
+S3_ONLY = pytest.mark.parametrize("backend", ["s3"], indirect=True)
+
 # Over one S3 part (5 MiB in these tests), so a PATCH sends a part and leaves a tail.
 BIG = bytes(range(256)) * (6 * MiB // 256) + b"end"
 
@@ -180,8 +183,6 @@ async def test_expired_uploads_are_removed(tus: TusClient, tus_app, backend, mon
 def loop_calls(tus_app, backend) -> list[str]:
     """The S3 requests S3Store makes on the event loop's thread (there must be none:
     each may wait seconds on the network, and every other request would wait too)."""
-    if backend.kind != "s3":
-        pytest.skip("the file store's small reads may run on the loop")
     import threading
 
     store = tus_app.manager.store
@@ -207,6 +208,7 @@ def loop_calls(tus_app, backend) -> list[str]:
     return calls
 
 
+@S3_ONLY
 async def test_no_s3_request_on_the_event_loop(tus: TusClient, loop_calls):
     uid = await tus.create_id(len(BIG), {"filename": "loop.bin"})
     assert (await tus.patch(uid, 0, BIG[: 5 * MiB + 1])).code == 204
@@ -322,6 +324,7 @@ async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, backend, 
         assert backend.landed("landed.txt") == data
 
 
+@S3_ONLY
 async def test_a_part_s3_refuses_fails_the_patch_and_the_offset_stays(
     tus: TusClient, tus_app, backend, monkeypatch
 ):
@@ -329,8 +332,6 @@ async def test_a_part_s3_refuses_fails_the_patch_and_the_offset_stays(
     refusing one (here the second, found out at the end of the body) fails the PATCH
     (503), the offset counts only the part before it, and the client resumes from
     there to the right file."""
-    if backend.kind != "s3":
-        pytest.skip("S3Store's parts")
     from jupyter_tus.store import StorageUnavailable
 
     store = tus_app.manager.store
@@ -355,6 +356,7 @@ async def test_a_part_s3_refuses_fails_the_patch_and_the_offset_stays(
     assert r.code == 204 and backend.landed("refused.bin") == data
 
 
+@S3_ONLY
 async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
     tus: TusClient, tus_app, backend, monkeypatch
 ):
@@ -363,8 +365,6 @@ async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
     the tus client, and the part went in the background, so its error comes up in a
     later write or the commit; the PATCH is a 503 with a plain message, never a 500,
     and the client resumes from the acknowledged part."""
-    if backend.kind != "s3":
-        pytest.skip("S3Store's parts")
     from botocore.exceptions import ClientError
 
     store = tus_app.manager.store
@@ -393,14 +393,13 @@ async def test_a_part_s3_answers_with_a_client_error_is_a_503_not_a_500(
     assert r.code == 204 and backend.landed("refused.bin") == data
 
 
+@S3_ONLY
 async def test_any_other_4xx_from_s3_is_a_503_not_a_500(
     tus: TusClient, tus_app, backend, monkeypatch
 ):
     """An S3 answer no caller interprets (a 400 RequestTimeout when S3 stops waiting
     for the tail's body) is the object store failing: the PATCH is a 503 with S3's
     words, the offset stays where it was, and the client goes on."""
-    if backend.kind != "s3":
-        pytest.skip("S3Store's requests")
     from botocore.exceptions import ClientError
 
     client = tus_app.manager.store.client
@@ -428,14 +427,13 @@ async def test_any_other_4xx_from_s3_is_a_503_not_a_500(
     assert r.code == 204 and backend.landed("tail.bin") == data
 
 
+@S3_ONLY
 async def test_s3_failing_to_start_the_parts_keeps_the_bytes_acknowledged_before(
     tus: TusClient, tus_app, backend, monkeypatch
 ):
     """The first part of an upload starts its multipart upload: S3 refusing that
     (503) fails the PATCH, and the offset stays where the PATCH began (the tail a PATCH
     before it stored is still counted and kept), never goes back."""
-    if backend.kind != "s3":
-        pytest.skip("S3Store's parts")
     from jupyter_tus.store import StorageUnavailable
 
     store = tus_app.manager.store
