@@ -8,6 +8,7 @@ restarts, kills, real clients in other processes, browsers.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -22,6 +23,35 @@ import pytest
 import requests
 
 BIN = Path(sys.executable).parent
+TUS_JS_CLIENT = Path(__file__).resolve().parent.parent / "labextension/node_modules/tus-js-client"
+
+
+def run_tus_js(
+    script: Path, server: JupyterProcess, src: Path, timeout: float, **options: object
+) -> subprocess.CompletedProcess:
+    """Run a Node ``script`` that uploads ``src`` to ``server`` with tus-js-client (the
+    lab extension's copy), given ``UPLOAD_OPTIONS`` (endpoint, token, file, filename
+    metadata, then ``options``) and ``TUS_JS_CLIENT`` in its environment."""
+    if not (TUS_JS_CLIENT / "package.json").exists():
+        pytest.fail("labextension/node_modules is missing: `make test` installs it (npm ci)")
+    options = {
+        "endpoint": server.endpoint,
+        "headers": server.auth,
+        "file": str(src),
+        "metadata": {"filename": src.name},
+        **options,
+    }
+    return subprocess.run(
+        ["node", str(script)],
+        env={
+            **os.environ,
+            "TUS_JS_CLIENT": str(TUS_JS_CLIENT),
+            "UPLOAD_OPTIONS": json.dumps(options),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
 from .conftest import file_sha256
-from .servers import JupyterProcess
+from .servers import JupyterProcess, run_tus_js
 
-REPO = Path(__file__).resolve().parent.parent
-TUS_JS_CLIENT = REPO / "labextension" / "node_modules" / "tus-js-client"
 BASE_URL = "/user/rufh/"
 CHUNK = 64 * 1024
 
@@ -78,8 +75,6 @@ upload.start();
 
 @pytest.fixture(scope="module")
 def node_script(tmp_path_factory) -> Path:
-    if not (TUS_JS_CLIENT / "package.json").exists():
-        pytest.fail("labextension/node_modules is missing: `make test` installs it (npm ci)")
     script = tmp_path_factory.mktemp("node") / "upload.js"
     script.write_text(NODE_UPLOAD)
     return script
@@ -102,24 +97,7 @@ def tus_js(
     node_script: Path, server: JupyterProcess, src: Path, **options
 ) -> tuple[int, list, str]:
     """Run one upload; its exit code, the events it logged, its stderr."""
-    options = {
-        "endpoint": server.endpoint,
-        "headers": server.auth,
-        "file": str(src),
-        "metadata": {"filename": src.name},
-        **options,
-    }
-    done = subprocess.run(
-        ["node", str(node_script)],
-        env={
-            **os.environ,
-            "TUS_JS_CLIENT": str(TUS_JS_CLIENT),
-            "UPLOAD_OPTIONS": json.dumps(options),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_tus_js(node_script, server, src, timeout=60, **options)
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return done.returncode, events, done.stderr
 

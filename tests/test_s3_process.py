@@ -9,20 +9,17 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 from tusclient import client as tus_client
 
-from tests.servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup, wait_until  # noqa: F401
+from tests.servers import JupyterProcess, jp_asyncio_loop, jp_server_cleanup, run_tus_js, wait_until  # noqa: F401
 
 from .conftest import encode_metadata
 
 MiB = 1024 * 1024
 PREFIX = "me/"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -119,7 +116,6 @@ def test_kill_9_mid_patch_and_restart_lose_nothing(s3_process):
     assert landed(s3_process, "k.bin") == data
 
 
-TUS_JS_CLIENT = REPO / "labextension" / "node_modules" / "tus-js-client"
 NODE_UPLOAD = r"""
 const fs = require('fs');
 const o = JSON.parse(process.env.UPLOAD_OPTIONS);
@@ -151,28 +147,9 @@ upload.start();
 
 def tus_js(server, src, tmp_path, **options) -> dict:
     """One tus-js-client (tus 1.0.0) upload under Node; what it printed last."""
-    if not (TUS_JS_CLIENT / "package.json").exists():
-        pytest.fail("labextension/node_modules is missing: `make test` installs it (npm ci)")
     script = tmp_path / "upload.js"
     script.write_text(NODE_UPLOAD)
-    options = {
-        "endpoint": server.endpoint,
-        "headers": server.auth,
-        "file": str(src),
-        "metadata": {"filename": src.name},
-        **options,
-    }
-    done = subprocess.run(
-        ["node", str(script)],
-        env={
-            **os.environ,
-            "TUS_JS_CLIENT": str(TUS_JS_CLIENT),
-            "UPLOAD_OPTIONS": json.dumps(options),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_tus_js(script, server, src, timeout=120, **options)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
