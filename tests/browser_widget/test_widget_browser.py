@@ -417,11 +417,12 @@ def _flaky_link(page: Page, lab: JupyterProcess, tmp_path: Path) -> None:
             cdp.send("Network.emulateNetworkConditions", conditions)
 
         link(False)
-        # JupyterLab's own "Server Connection Error" dialog (its kernel connection sees the
-        # drops too, and says so whenever it gives up a reconnection) is dismissed as a user
-        # would, whenever it shows up in the way.
+        # JupyterLab's own "Server Connection Error" dialog (its polls see the drops too, and
+        # say so a few seconds into one) is closed as a user would, whenever it shows up in
+        # the way. Its button reads "Close" since JupyterLab 4.3, "Dismiss" before.
         lost = page.locator(".jp-Dialog", has_text="Server Connection Error")
-        page.add_locator_handler(lost, lambda: lost.get_by_role("button", name="Dismiss").click())
+        close = lost.get_by_role("button", name=re.compile(r"^(Close|Dismiss)$"))
+        page.add_locator_handler(lost, lambda: close.click())
         page.goto(
             f"http://127.0.0.1:{wire.port}/lab/workspaces/flaky/tree/flaky.ipynb"
             f"?reset&token={lab.token}"
