@@ -2,7 +2,11 @@
 creating POST and the last PATCH, and after the file landed.
 
 Each test changes the workspace the way a user (or an attacker with a shell in the
-same workspace) would between two requests, then checks the answer and the disk."""
+same workspace) would between two requests, then checks the answer and the disk.
+A promise any store keeps runs on each (tests/backends.py: the file store, and
+S3Store on SeaweedFS), changing and reading the store through ``Backend``; a promise
+about the file system itself (symlinks, FIFOs, mounts, modes and groups, the staging
+folder's files) runs on the file store only (``FILE_ONLY``)."""
 
 from __future__ import annotations
 
@@ -15,8 +19,12 @@ import urllib.parse
 import pytest
 
 from jupyter_tus.workspace import NAME_MAX, unique_name
+from tests.backends import backend_server_config  # noqa: F401 (jp_server_config)
 
 PATH_HEADER = "Jupyter-Tus-Path"
+
+# A promise about the file system itself: on the file store alone.
+FILE_ONLY = pytest.mark.parametrize("backend", ["file"], indirect=True)
 
 
 @pytest.fixture
@@ -53,6 +61,7 @@ async def assert_refused_but_kept(tus, uid: str, data: bytes, words: bytes) -> N
 # ----------------------------------------------------------- containment at landing
 
 
+@FILE_ONLY
 async def test_folder_swapped_for_a_symlink_out_of_root_is_refused_at_landing(
     tus, jp_root_dir, outside
 ):
@@ -69,6 +78,7 @@ async def test_folder_swapped_for_a_symlink_out_of_root_is_refused_at_landing(
     await assert_refused_but_kept(tus, uid, data, b"outside the server's root")
 
 
+@FILE_ONLY
 async def test_folder_swapped_for_a_symlink_into_a_hidden_folder_is_refused(tus, jp_root_dir):
     data = b"secret-ish"
     (jp_root_dir / "dest").mkdir()
@@ -83,19 +93,20 @@ async def test_folder_swapped_for_a_symlink_into_a_hidden_folder_is_refused(tus,
     await assert_refused_but_kept(tus, uid, data, b"hidden folder")
 
 
-async def test_folder_swapped_for_a_file_is_refused_with_what_to_change(tus, jp_root_dir):
+async def test_a_file_put_where_the_folder_goes_is_refused_with_what_to_change(tus, backend):
+    # The folder a/b is made at landing; meanwhile a file (object) took its name.
     data = b"abcdef"
-    (jp_root_dir / "a" / "b").mkdir(parents=True)
     uid = await half_sent(tus, data, filename="x.bin", path="a/b")
-    (jp_root_dir / "a" / "b").rmdir()
-    (jp_root_dir / "a" / "b").write_text("now a file")
+    backend.put("a/b", b"now a file")
     r = await finish(tus, uid, data)
     assert r.code == 403, r.body
     assert b"'a/b' is a file, not a folder" in r.body and b"rename it" in r.body
-    assert (jp_root_dir / "a" / "b").read_text() == "now a file"
+    assert backend.landed("a/b") == b"now a file"
+    assert backend.landed("a/b/x.bin") is None
     await assert_refused_but_kept(tus, uid, data, b"not a folder")
 
 
+@FILE_ONLY
 async def test_a_symlink_inside_the_root_is_still_followed(tus, jp_root_dir):
     data = b"inside"
     (jp_root_dir / "real").mkdir()
@@ -108,6 +119,7 @@ async def test_a_symlink_inside_the_root_is_still_followed(tus, jp_root_dir):
     assert (jp_root_dir / "real" / "x.bin").read_bytes() == data
 
 
+@FILE_ONLY
 async def test_the_retry_sweep_checks_the_folder_too(tus, tus_app, jp_root_dir, outside, staging):
     # A landing that failed for a while (read-only for a moment), then the folder is
     # swapped: the sweep must refuse it, not follow the new symlink.
@@ -136,17 +148,19 @@ async def test_the_retry_sweep_checks_the_folder_too(tus, tus_app, jp_root_dir, 
 # ----------------------------------------------------------- destinations at creation
 
 
-@pytest.mark.parametrize("path", ["notes.txt/sub", "notes.txt", "ok/notes.txt/deeper"])
-async def test_a_file_on_the_destination_path_is_refused_at_creation(tus, jp_root_dir, path):
-    (jp_root_dir / "ok").mkdir()
-    (jp_root_dir / "notes.txt").write_text("mine")
-    (jp_root_dir / "ok" / "notes.txt").write_text("mine")
+# "notes.txt/sub": test_protocol's test_a_file_on_the_way_is_refused.
+@pytest.mark.parametrize("path", ["notes.txt", "ok/notes.txt/deeper"])
+async def test_a_file_on_the_destination_path_is_refused_at_creation(tus, backend, path):
+    backend.put("notes.txt", b"mine")
+    backend.put("ok/notes.txt", b"mine")
     r = await tus.create(3, {"filename": "x.bin", "path": path})
     assert r.code == 403, r.body
     assert b"is a file, not a folder" in r.body
-    assert (jp_root_dir / "notes.txt").read_text() == "mine"
+    assert backend.landed("notes.txt") == backend.landed("ok/notes.txt") == b"mine"
+    assert backend.staged() == []
 
 
+@FILE_ONLY
 async def test_a_symlink_into_a_hidden_folder_is_refused_at_creation(tus, jp_root_dir):
     (jp_root_dir / ".private").mkdir()
     (jp_root_dir / "public").symlink_to(jp_root_dir / ".private")
@@ -169,17 +183,17 @@ def test_unique_names_stay_within_name_max():
     assert unique_name("." + "a" * 254, lambda n: False).endswith(" (1)")
 
 
-async def test_a_long_name_taken_during_the_upload_lands_shortened(tus, jp_root_dir):
+async def test_a_long_name_taken_during_the_upload_lands_shortened(tus, backend):
     name = "n" * 249 + ".csv"  # 253 bytes: "name (1).csv" would be 257
     data = b"a,b\n1,2\n"
     uid = await half_sent(tus, data, filename=name)
-    (jp_root_dir / name).write_text("taken meanwhile")
+    backend.put(name, b"taken meanwhile")
     r = await finish(tus, uid, data)
     assert r.code == 204, r.body
     landed = urllib.parse.unquote(r.headers[PATH_HEADER])
     assert landed.endswith(" (1).csv") and len(landed.encode()) <= NAME_MAX
-    assert (jp_root_dir / landed).read_bytes() == data
-    assert (jp_root_dir / name).read_text() == "taken meanwhile"
+    assert backend.landed(landed) == data
+    assert backend.landed(name) == b"taken meanwhile"
     head = await tus.head(uid)
     assert head.code == 200 and head.headers[PATH_HEADER] == r.headers[PATH_HEADER]
     assert (await tus.request("GET", uid)).body == data
@@ -206,20 +220,20 @@ async def send_chunked(tus, method: str, uid: str | None, headers: dict, pieces:
     )
 
 
-async def test_a_chunked_body_past_the_length_completes_and_lands_in_that_request(tus, jp_root_dir):
+async def test_a_chunked_body_past_the_length_completes_and_lands_in_that_request(tus, backend):
     uid = await tus.create_id(10, {"filename": "exact.bin"})
     headers = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     r = await send_chunked(tus, "PATCH", uid, headers, [b"01234", b"56789ABCDE"])
     assert r.code == 413, r.body
     assert r.headers["Upload-Offset"] == "10"
     assert r.headers[PATH_HEADER] == "exact.bin"
-    assert (jp_root_dir / "exact.bin").read_bytes() == b"0123456789"
+    assert backend.landed("exact.bin") == b"0123456789"
     head = await tus.head(uid)
     assert head.code == 200 and head.headers["Upload-Offset"] == "10"
     assert (await tus.request("GET", uid)).body == b"0123456789"
 
 
-async def test_a_chunked_creation_past_the_length_answers_with_its_location(tus, jp_root_dir):
+async def test_a_chunked_creation_past_the_length_answers_with_its_location(tus, backend):
     headers = {
         "Upload-Length": "4",
         "Upload-Metadata": "filename " + "Yy5iaW4=",  # c.bin
@@ -230,7 +244,7 @@ async def test_a_chunked_creation_past_the_length_answers_with_its_location(tus,
     uid = r.headers["Location"].rsplit("/", 1)[-1]
     head = await tus.head(uid)
     assert head.code == 200 and head.headers["Upload-Offset"] == "4"
-    assert (jp_root_dir / "c.bin").read_bytes() == b"abcd"
+    assert backend.landed("c.bin") == b"abcd"
 
 
 async def test_a_creation_refused_after_it_exists_still_says_where_it_is(tus):
@@ -246,38 +260,35 @@ async def test_a_creation_refused_after_it_exists_still_says_where_it_is(tus):
 # ----------------------------------------------------------- after landing
 
 
-@pytest.mark.parametrize("change", ["delete", "rename", "edit", "edit-same-size", "replace"])
+# Deleted, edited, replaced: on both stores in test_s3_server's
+# test_a_landed_file_that_changed_answers_gone; here what only a file system does.
+@FILE_ONLY
+@pytest.mark.parametrize("change", ["rename", "edit-in-place"])
 async def test_a_landed_file_that_changed_answers_gone(tus, jp_root_dir, change):
     data = b"the original bytes"
     uid = await tus.create_id(len(data), {"filename": "landed.txt"})
     assert (await tus.patch(uid, 0, data)).code == 204
     path = jp_root_dir / "landed.txt"
     assert (await tus.head(uid)).code == 200
-    if change == "delete":
-        path.unlink()
-    elif change == "rename":
+    if change == "rename":
         path.rename(jp_root_dir / "renamed.txt")
-    elif change == "edit":
-        path.write_bytes(data + b" and more")
-    elif change == "edit-same-size":
+    else:  # the same file (inode), the same size
         with open(path, "r+b") as f:
             f.write(b"THE")
         os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's grain
-    else:
-        path.unlink()
-        path.write_bytes(data)  # same name, same bytes, another file
     head = await tus.head(uid)
     assert head.code == 410 and PATH_HEADER not in head.headers
     get = await tus.request("GET", uid)
     assert get.code == 410 and b"upload it again" in get.body
     # a client that reuses its stored URL starts a fresh upload, and the file comes back
-    if change in ("delete", "rename"):
+    if change == "rename":
         again = await tus.create_id(len(data), {"filename": "landed.txt"})
         assert (await tus.patch(again, 0, data)).code == 204
         assert path.read_bytes() == data
 
 
-async def test_an_untouched_landed_file_is_served_whole(tus, jp_root_dir):
+@FILE_ONLY  # an object in the bucket: test_s3_server's test_get_streams_the_upload
+async def test_an_untouched_landed_file_is_served_whole(tus):
     data = os.urandom(3 * 1024 * 1024 + 7)
     uid = await tus.create_id(len(data), {"filename": "big.bin"})
     assert (await tus.patch(uid, 0, data)).code == 204
@@ -308,6 +319,7 @@ def shared_folder(jp_root_dir):
     return folder
 
 
+@FILE_ONLY
 async def test_a_landed_file_gets_the_group_and_mode_the_contents_manager_gives(
     tus, jp_root_dir, shared_folder, staging
 ):
@@ -321,6 +333,7 @@ async def test_a_landed_file_gets_the_group_and_mode_the_contents_manager_gives(
     assert stat.S_IMODE(landed.st_mode) == stat.S_IMODE(stock.st_mode)
 
 
+@FILE_ONLY
 async def test_an_overwritten_file_keeps_its_mode_and_group(tus, shared_folder):
     existing = shared_folder / "kept.txt"
     existing.write_text("old")
@@ -333,6 +346,7 @@ async def test_an_overwritten_file_keeps_its_mode_and_group(tus, shared_folder):
     assert (stat.S_IMODE(landed.st_mode), landed.st_gid) == (0o640, 777)
 
 
+@FILE_ONLY
 async def test_an_empty_file_that_cannot_land_yet_is_answered_with_its_location(
     tus, jp_root_dir, monkeypatch
 ):
@@ -358,6 +372,7 @@ async def test_an_empty_file_that_cannot_land_yet_is_answered_with_its_location(
     assert (jp_root_dir / "dest" / "empty.txt").read_bytes() == b""
 
 
+@FILE_ONLY
 async def test_a_refused_landing_and_a_quarantine_are_reported_as_events(
     tus, tus_app, jp_root_dir, outside, events
 ):
@@ -392,7 +407,7 @@ async def test_a_refused_landing_and_a_quarantine_are_reported_as_events(
 
 
 async def test_a_write_that_ended_with_every_byte_but_no_commit_lands_on_the_next_request(
-    tus, tus_app, jp_root_dir, staging
+    tus, tus_app, backend
 ):
     # A chunked PATCH carrying every byte whose end never came (the link dropped): the
     # bytes are kept; the next request on the upload completes and lands it.
@@ -403,11 +418,11 @@ async def test_a_write_that_ended_with_every_byte_but_no_commit_lands_on_the_nex
     assert not tus_app.manager.store.get_info(uid).is_complete
     head = await tus.head(uid)
     assert head.code == 200 and head.headers[PATH_HEADER] == "cut.bin"
-    assert (jp_root_dir / "cut.bin").read_bytes() == b"0123456789"
+    assert backend.landed("cut.bin") == b"0123456789"
     assert (await tus.request("GET", uid)).body == b"0123456789"
 
 
-async def test_the_sweep_completes_a_full_upload_and_never_expires_it(tus, tus_app, jp_root_dir):
+async def test_the_sweep_completes_a_full_upload_and_never_expires_it(tus, tus_app, backend):
     store = tus_app.manager.store
     uid = await tus.create_id(4, {"filename": "swept.bin"})
     writer = store.open_writer(uid, 0)
@@ -416,9 +431,10 @@ async def test_the_sweep_completes_a_full_upload_and_never_expires_it(tus, tus_a
     assert uid not in list(store.expired_uploads(now=time.time() + 10 * 365 * 86400))
     landed, refused = tus_app.manager.retry_landings()
     assert [i.id for i in landed] == [uid] and refused == []
-    assert (jp_root_dir / "swept.bin").read_bytes() == b"abcd"
+    assert backend.landed("swept.bin") == b"abcd"
 
 
+@FILE_ONLY
 async def test_a_fifo_in_place_of_staged_bytes_never_hangs_the_server(tus, staging):
     uid = await tus.create_id(3, headers={"Upload-Concat": "partial"})
     assert (await tus.patch(uid, 0, b"abc")).code == 204  # complete, kept in the store
@@ -432,6 +448,7 @@ async def test_a_fifo_in_place_of_staged_bytes_never_hangs_the_server(tus, stagi
     assert r.code == 200  # the list reads every record: none blocks it
 
 
+@FILE_ONLY
 async def test_a_symlink_in_place_of_staged_bytes_is_never_followed(tus, staging, outside):
     secret = outside / "secret.txt"
     secret.write_bytes(b"TOPSECRET")
@@ -452,19 +469,21 @@ async def test_a_symlink_in_place_of_staged_bytes_is_never_followed(tus, staging
     assert r.code == 404 and b"TOPSECRET" not in r.body
 
 
-@pytest.mark.parametrize("content", ["not json", '{"id": "ID", "size": "10"}', "dir"])
-async def test_a_record_of_the_wrong_shape_is_no_upload_and_breaks_nothing(tus, staging, content):
+@pytest.mark.parametrize("content", ["not json", '{"id": "ID", "size": "10"}', "folder"])
+async def test_a_record_of_the_wrong_shape_is_no_upload_and_breaks_nothing(tus, backend, content):
+    # Written by someone else into the staging area (a folder: a key under the record's).
     uid = "W" * 32
-    if content == "dir":
-        (staging / f"{uid}.info").mkdir()
+    if content == "folder":
+        backend.put(f".tus/{uid}.info/inside", b"")
     else:
-        (staging / f"{uid}.info").write_text(content.replace("ID", uid))
-    (staging / uid).write_bytes(b"")
+        backend.put(f".tus/{uid}.info", content.replace("ID", uid).encode())
+    backend.put(f".tus/{uid}", b"")
     assert (await tus.head(uid)).code == 404
     r = await tus.fetch("api", "tus", "uploads", method="GET", headers={"Tus-Resumable": "1.0.0"})
     assert r.code == 200 and uid.encode() not in r.body
 
 
+@FILE_ONLY  # " (deleted)" is how /proc names an unlinked file: a file system's quirk
 async def test_a_folder_named_like_a_kernel_note_is_an_ordinary_folder(tus, jp_root_dir):
     (jp_root_dir / "old (deleted)").mkdir()
     uid = await tus.create_id(2, {"filename": "x.bin", "path": "old (deleted)"})
@@ -472,18 +491,19 @@ async def test_a_folder_named_like_a_kernel_note_is_an_ordinary_folder(tus, jp_r
     assert (jp_root_dir / "old (deleted)" / "x.bin").read_bytes() == b"ok"
 
 
-async def test_names_taken_during_uploads_count_up_from_the_name_asked_for(tus, jp_root_dir):
+async def test_names_taken_during_uploads_count_up_from_the_name_asked_for(tus, backend):
     uploads = [await half_sent(tus, b"abcd", filename="same.txt") for _ in range(3)]
-    (jp_root_dir / "same.txt").write_text("taken meanwhile")
+    backend.put("same.txt", b"taken meanwhile")
     landed = []
     for uid in uploads:
         r = await finish(tus, uid, b"abcd")
         assert r.code == 204
         landed.append(urllib.parse.unquote(r.headers[PATH_HEADER]))
     assert landed == ["same (1).txt", "same (2).txt", "same (3).txt"]
+    assert [backend.landed(name) for name in landed] == [b"abcd"] * 3
 
 
-async def test_an_empty_file_created_with_an_empty_chunked_body_lands(tus, jp_root_dir):
+async def test_an_empty_file_created_with_an_empty_chunked_body_lands(tus, backend):
     headers = {
         "Upload-Length": "0",
         "Upload-Metadata": "filename ZS50eHQ=",  # e.txt
@@ -494,8 +514,8 @@ async def test_an_empty_file_created_with_an_empty_chunked_body_lands(tus, jp_ro
     headers["Upload-Metadata"] = "filename Zi50eHQ="  # f.txt
     r = await send_chunked(tus, "POST", None, headers, [b"x"])
     assert r.code == 413 and "Location" in r.headers and r.headers[PATH_HEADER] == "f.txt"
-    assert (jp_root_dir / "e.txt").read_bytes() == b""
-    assert (jp_root_dir / "f.txt").read_bytes() == b""  # nothing past its length
+    assert backend.landed("e.txt") == b""
+    assert backend.landed("f.txt") == b""  # nothing past its length
 
 
 async def test_a_refused_patch_declares_no_length(tus):

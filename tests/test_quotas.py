@@ -1,5 +1,10 @@
 """Quotas (``max_staged_size``, ``quota``): what does not fit is refused at creation
-with the numbers in the message, and an upload once admitted is never cut mid-PATCH."""
+with the numbers in the message, and an upload once admitted is never cut mid-PATCH.
+
+``max_staged_size`` works from the records, so its tests run on each store
+(tests/backends.py: the file store, and S3Store on SeaweedFS); ``quota`` measures
+root_dir and the destination's disk: the file store's alone (``FILE_ONLY``), a
+configuration error with any other store."""
 
 from __future__ import annotations
 
@@ -10,31 +15,33 @@ import shutil
 import subprocess
 
 import pytest
+from traitlets import TraitError
 
 from jupyter_tus import quotas
+from jupyter_tus.app import TusApp
 from jupyter_tus.quotas import describe, workspace_usage
+from tests.backends import backend_server_config  # noqa: F401 (jp_server_config)
 
 from .conftest import OFFSET_TYPE
 from .test_lifetime import send_chunked
 
 KiB = 1024
 
+# What measures the file system: on the file store alone.
+FILE_ONLY = pytest.mark.parametrize("backend", ["file"], indirect=True)
+
 
 def message(r) -> str:
     return json.loads(r.body)["message"]
-
-
-def listing(staging) -> list[str]:
-    return sorted(p.name for p in staging.iterdir()) if staging.exists() else []
 
 
 # ----------------------------------------------------------- max_staged_size
 
 
 @pytest.mark.parametrize("tus_config", [{"max_staged_size": 1000}])
-async def test_unfinished_uploads_share_max_staged_size(tus, tus_config, staging):
+async def test_unfinished_uploads_share_max_staged_size(tus, tus_config, backend):
     a = await tus.create_id(600, {"filename": "a.bin"})
-    before = listing(staging)
+    before = backend.staged()
     r = await tus.create(500, {"filename": "b.bin"})
     assert r.code == 507, r.body
     assert message(r) == (
@@ -42,7 +49,7 @@ async def test_unfinished_uploads_share_max_staged_size(tus, tus_config, staging
         " they may; 500 bytes more do not fit now: finish or cancel other uploads first"
     )
     assert r.reason == "Insufficient Storage"
-    assert listing(staging) == before  # nothing created
+    assert backend.staged() == before  # nothing created
     r = await tus.create(1001, {"filename": "c.bin"})
     assert r.code == 413 and "larger than all unfinished uploads together" in message(r)
     assert (await tus.create(400, {"filename": "b.bin"})).code == 201
@@ -70,7 +77,7 @@ async def test_a_deferred_length_counts_what_it_received_then_what_it_declares(t
 
 
 @pytest.mark.parametrize("tus_config", [{"max_staged_size": 1000}])
-async def test_an_admitted_upload_is_never_cut_mid_patch(tus, tus_config, jp_root_dir):
+async def test_an_admitted_upload_is_never_cut_mid_patch(tus, tus_config):
     # A deferred length is not known at creation: its bodies are taken whole, even
     # past max_staged_size; only the next creations feel it.
     uid = await tus.create_id(None, {"filename": "big.bin"})
@@ -84,6 +91,18 @@ async def test_an_admitted_upload_is_never_cut_mid_patch(tus, tus_config, jp_roo
 # ----------------------------------------------------------- quota
 
 
+def listing(staging) -> list[str]:
+    return sorted(p.name for p in staging.iterdir()) if staging.exists() else []
+
+
+def test_the_quota_with_another_store_is_a_configuration_error():
+    app = TusApp(store_class="jupyter_tus.s3store.S3Store", quota=10_000)
+    with pytest.raises(TraitError, match=r"TusApp\.quota measures root_dir: .* file store only"):
+        app.make_store(allow_hidden=False)
+    assert TusApp(store_class="jupyter_tus.s3store.S3Store").make_store(False) is not None
+
+
+@FILE_ONLY
 @pytest.mark.parametrize("tus_config", [{"quota": 10_000, "quota_rescan": 0}])
 async def test_the_workspace_quota_counts_files_and_uploads_under_way(
     tus, tus_config, jp_root_dir, staging
@@ -112,6 +131,7 @@ async def test_the_workspace_quota_counts_files_and_uploads_under_way(
     assert (await tus.create(1, {"filename": "d.bin"})).code == 507
 
 
+@FILE_ONLY
 @pytest.mark.parametrize("tus_config", [{"quota": 10_000, "quota_rescan": 3600}])
 async def test_files_landed_meanwhile_count_without_a_walk(tus, tus_config, jp_root_dir):
     a = await tus.create_id(6000, {"filename": "a.bin"})  # the walk: 0 bytes
@@ -120,6 +140,7 @@ async def test_files_landed_meanwhile_count_without_a_walk(tus, tus_config, jp_r
     assert (await tus.create(4000, {"filename": "b.bin"})).code == 201
 
 
+@FILE_ONLY
 @pytest.mark.parametrize("tus_config", [{"quota": 10_000, "quota_rescan": 0}])
 async def test_a_replaced_file_is_counted_out(tus, tus_config, jp_root_dir):
     (jp_root_dir / "data.csv").write_bytes(b"d" * 8000)
@@ -128,6 +149,7 @@ async def test_a_replaced_file_is_counted_out(tus, tus_config, jp_root_dir):
     assert r.code == 201, r.body
 
 
+@FILE_ONLY
 @pytest.mark.parametrize("tus_config", [{"quota": 10_000, "quota_rescan": 0}])
 async def test_a_final_concatenation_is_checked_with_its_total(tus, tus_config, jp_base_url):
     a = await tus.create_id(6000, headers={"Upload-Concat": "partial"})
@@ -194,6 +216,7 @@ def small_disk(jp_root_dir, monkeypatch):
     subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@FILE_ONLY
 @pytest.mark.parametrize("tus_config", [{"quota": 1 << 40}])
 async def test_the_destination_disk_must_have_room(tus, tus_config, small_disk):
     free = shutil.disk_usage(small_disk).free
