@@ -55,9 +55,30 @@ def run_tus_js(
 
 
 def free_port() -> int:
+    """A port nothing listens on right now. Whoever binds it later may find it taken
+    meanwhile (by another process of this busy machine): bind port 0 yourself when you
+    can, or be ready to pick again (``JupyterProcess.start``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# JupyterLab's notification settings for the tests' labs: no news question (a toast,
+# "Would you like to get notified about official Jupyter news?", that stays until
+# answered) and no update check (a toast whenever PyPI has a newer JupyterLab than the
+# venv's: it would come with the calendar, not with the code).
+QUIET_NOTIFICATIONS = {"fetchNews": "false", "checkForUpdates": False}
+
+
+def lab_settings(path: Path) -> Path:
+    """``path`` made a JupyterLab user settings folder with ``QUIET_NOTIFICATIONS``, for
+    a test's ``jupyter lab`` (``--LabApp.user_settings_dir``) or ``jupyter notebook``
+    (``JUPYTERLAB_SETTINGS_DIR`` in its environment: Notebook 7 does not take the
+    option); never the user's own settings, which tests would read and write."""
+    folder = path / "@jupyterlab" / "apputils-extension"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notification.jupyterlab-settings").write_text(json.dumps(QUIET_NOTIFICATIONS))
+    return path
 
 
 def wait_until(
@@ -95,6 +116,9 @@ class JupyterProcess:
         self.app = app
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.port = port or free_port()
+        # A port of free_port() may be taken by the time the server binds it: until the
+        # first start succeeds, such a port is replaced (a given one never is).
+        self._port_is_ours = not port
         self.token = token if token is not None else secrets.token_hex(16)
         self.args = list(args)
         self.env = env or {}
@@ -133,12 +157,25 @@ class JupyterProcess:
     def start(self, timeout: float = 60) -> JupyterProcess:
         env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **self.env}
         env.pop("JUPYTER_TUS_DIR", None)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log.close()
-        self.wait_ready(timeout)
+        for attempt in range(3):
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+            log.close()
+            try:
+                self.wait_ready(timeout)
+                break
+            except RuntimeError:
+                taken = f"The port {self.port} is already in use" in self.log()
+                if not (taken and self._port_is_ours and attempt < 2):
+                    raise
+                self.port = free_port()
+        self._port_is_ours = False  # restarts come back on this port
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -147,11 +184,11 @@ class JupyterProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                r = requests.get(self.url + "api/status", headers=self.auth, timeout=2)
+                r = requests.get(self.url + "api/status", headers=self.auth, timeout=5)
                 if r.status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or too busy starting up to answer
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
 
