@@ -9,7 +9,9 @@ import pytest
 
 from .helpers import Client, server, staging_problems, wait_for
 
-EXPIRATION = 1.5
+# Seconds: an upload must not expire between two of the test's requests (a create and
+# its PATCH, a PATCH and the HEAD after it), even when a loaded machine stalls them.
+EXPIRATION = 3
 ARGS = [f"--TusApp.expiration={EXPIRATION}", "--TusApp.cleanup_interval=0.2"]
 
 
@@ -73,7 +75,7 @@ def test_sweep_survives_a_restart(expiring):
     assert c.patch(done, 0, b"abc").status_code == 204
     before = c.create_id(100, {"filename": "before.bin"})
     assert c.patch(before, 0, b"x" * 10).status_code == 204
-    proc.kill()  # "before" expires while the server is down (a restart > EXPIRATION)
+    proc.kill()  # "before" expires while the server is down, or soon after it is back
     proc.start()
     wait_for(lambda: gone(c, before), 30, "the sweep after restart")
     after = c.create_id(100, {"filename": "after.bin"})
