@@ -23,8 +23,10 @@ from tests.backends import backend_server_config  # noqa: F401 (jp_server_config
 
 PATH_HEADER = "Jupyter-Tus-Path"
 
-# A promise about the file system itself: on the file store alone.
+# A promise about the file system itself: on the file store alone; its S3
+# counterpart, where it has one, is S3_ONLY.
 FILE_ONLY = pytest.mark.parametrize("backend", ["file"], indirect=True)
+S3_ONLY = pytest.mark.parametrize("backend", ["s3"], indirect=True)
 
 
 @pytest.fixture
@@ -143,6 +145,43 @@ async def test_the_retry_sweep_checks_the_folder_too(tus, tus_app, jp_root_dir, 
     assert list(outside.iterdir()) == []
     assert tus_app.manager.retry_landings() == ([], [])  # never retried again
     await assert_refused_but_kept(tus, uid, data, b"outside")
+
+
+@pytest.fixture
+def copy_fails(tus_app, monkeypatch) -> list[bool]:
+    """S3Store's landing copy fails (the object store unavailable: fault injection)
+    while the list holds True: the S3 counterpart of a read-only mount."""
+    from jupyter_tus.store import StorageUnavailable
+
+    store = tus_app.manager.store
+    real, failing = store._copy, [True]
+
+    def copy(*args, **kwargs):
+        if failing[0]:
+            raise StorageUnavailable("the object store did not answer CopyObject (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_copy", copy)
+    return failing
+
+
+@S3_ONLY
+async def test_the_retry_sweep_checks_the_folder_of_an_object_too(
+    tus, tus_app, backend, copy_fails
+):
+    data = b"later"
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    r = await finish(tus, uid, data)
+    assert r.code == 503 and b"the server retries" in r.body, r.body
+    head = await tus.head(uid)  # complete, not landed yet: no path announced
+    assert head.code == 200 and PATH_HEADER not in head.headers
+    copy_fails[0] = False
+    backend.put("dest", b"now a file")
+    landed, refused = tus_app.manager.retry_landings()
+    assert landed == [] and [i.id for i in refused] == [uid]
+    assert backend.landed("dest/x.bin") is None and backend.landed("dest") == b"now a file"
+    assert tus_app.manager.retry_landings() == ([], [])  # never retried again
+    await assert_refused_but_kept(tus, uid, data, b"not a folder")
 
 
 # ----------------------------------------------------------- destinations at creation
@@ -372,7 +411,33 @@ async def test_an_empty_file_that_cannot_land_yet_is_answered_with_its_location(
     assert (jp_root_dir / "dest" / "empty.txt").read_bytes() == b""
 
 
-@FILE_ONLY
+@S3_ONLY
+async def test_an_empty_object_that_cannot_land_yet_is_answered_with_its_location(
+    tus, backend, copy_fails
+):
+    r = await tus.create(0, {"filename": "empty.txt", "path": "dest"})
+    assert r.code == 503 and b"retries" in r.body, r.body
+    uid = r.headers["Location"].rsplit("/", 1)[-1]
+    assert backend.landed("dest/empty.txt") is None
+    copy_fails[0] = False
+    head = await tus.head(uid)  # the next request on it lands it
+    assert head.code == 200 and head.headers[PATH_HEADER] == "dest/empty.txt"
+    assert backend.landed("dest/empty.txt") == b""
+
+
+async def test_a_refused_landing_is_reported_as_an_event(tus, backend, events):
+    from .conftest import wait_events
+
+    data = b"abcd"
+    uid = await half_sent(tus, data, filename="x.bin", path="dest")
+    backend.put("dest", b"now a file")
+    assert (await finish(tus, uid, data)).code == 403
+    await wait_events(events, 1)
+    assert events[0]["action"] == "refused" and events[0]["id"] == uid
+    assert "is a file, not a folder" in events[0]["reason"] and "path" not in events[0]
+
+
+@FILE_ONLY  # a staging file swapped for a folder; S3Store's: tests/test_s3store.py
 async def test_a_refused_landing_and_a_quarantine_are_reported_as_events(
     tus, tus_app, jp_root_dir, outside, events
 ):
