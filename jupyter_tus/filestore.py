@@ -1055,37 +1055,12 @@ class FileStore:
         return None
 
 
-_RECORD_TYPES: dict[str, tuple[type, ...]] = {
-    "size": (int, type(None)),
-    "offset": (int,),
-    "metadata": (dict,),
-    "is_partial": (bool,),
-    "is_final": (bool,),
-    "partial_uploads": (list,),
-    "path": (str, type(None)),
-    "is_complete": (bool,),
-    "overwrite": (bool,),
-    "created": (int, float),
-    "expires": (int, float, type(None)),
-    "unverified_from": (int, type(None)),
-    "landed": (list, type(None)),
-    "landing_error": (str, type(None)),
-}
-
-
 def _record(data: object, upload_id: str) -> FileInfo | None:
     """The FileInfo a record's JSON describes, or None when it is not one of this
     store's records (not an object, another id, a field of the wrong type)."""
     if not isinstance(data, dict) or data.get("id") != upload_id:
         return None
-    for name, types in _RECORD_TYPES.items():
-        if name in data and not isinstance(data[name], types):
-            return None
-    if not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.get("metadata", {}).items()
-    ):
-        return None
-    if not all(isinstance(p, str) for p in data.get("partial_uploads", [])):
+    if not FileInfo.has_record_types(data):
         return None
     if data.get("path") is not None and not os.path.isabs(data["path"]):
         return None

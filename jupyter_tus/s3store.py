@@ -1921,20 +1921,37 @@ def _record(data: object, upload_id: str) -> tuple[FileInfo, S3State] | None:
     raw_info, raw_state = data.get("info"), data.get("s3")
     if not isinstance(raw_info, dict) or not isinstance(raw_state, dict):
         return None
-    if raw_info.get("id") != upload_id:
+    if raw_info.get("id") != upload_id or not FileInfo.has_record_types(raw_info):
         return None
-    try:
-        info = FileInfo.from_json(raw_info)
-        known = {f.name for f in dataclasses.fields(S3State)}
-        state = S3State(**{k: v for k, v in raw_state.items() if k in known})
-    except TypeError:
+    for name, types in _STATE_TYPES.items():
+        if name in raw_state and not isinstance(raw_state[name], types):
+            return None
+    info = FileInfo.from_json(raw_info)
+    known = {f.name for f in dataclasses.fields(S3State)}
+    state = S3State(**{k: v for k, v in raw_state.items() if k in known})
+    if not all(_is_shaped(p, (int, int, str)) for p in state.parts):
         return None
-    if not isinstance(info.metadata, dict) or not isinstance(info.storage, dict):
-        return None
-    if not isinstance(state.parts, list) or not isinstance(state.part_size, int):
-        return None
-    if not all(isinstance(p, list) and len(p) == 3 for p in state.parts):
-        return None
-    if state.tail is not None and not (isinstance(state.tail, list) and len(state.tail) == 2):
+    if state.tail is not None and not _is_shaped(state.tail, (str, int)):
         return None
     return info, state
+
+
+# The JSON types of a record's S3State fields; a part is [number, size, etag], a tail
+# [key, size].
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "part_size": (int,),
+    "upload_id": (str, type(None)),
+    "parts": (list,),
+    "next_part": (int,),
+    "tail": (list, type(None)),
+    "in_flight_from": (int, type(None)),
+    "saved": (int, float),
+}
+
+
+def _is_shaped(item: object, types: tuple[type, ...]) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == len(types)
+        and all(isinstance(v, t) for v, t in zip(item, types, strict=True))
+    )

@@ -164,6 +164,22 @@ class FileInfo:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @staticmethod
+    def has_record_types(data: dict) -> bool:
+        """Do the FileInfo fields in ``data`` (a record's JSON object, as written by
+        ``to_json``) have their JSON types (``RECORD_TYPES``; ``metadata`` and
+        ``storage`` str to str, ``partial_uploads`` str)? A record of the wrong shape
+        (someone else wrote it into the staging area) is no upload: each store's
+        reader answers not-found rather than fail on it later (a 500)."""
+        for name, types in RECORD_TYPES.items():
+            if name in data and not isinstance(data[name], types):
+                return False
+        for name in ("metadata", "storage"):
+            pairs = data.get(name, {}).items()
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+                return False
+        return all(isinstance(p, str) for p in data.get("partial_uploads", []))
+
     # How a notebook shows uploads (an HTML table), set by jupyter_tus.helpers when the
     # package is imported: this module imports nothing of the display (no import cycle
     # store -> display -> helpers -> store).
@@ -172,6 +188,27 @@ class FileInfo:
     def _repr_html_(self) -> str | None:
         table = FileInfo.html_table
         return None if table is None else table([self])
+
+
+# The JSON types of a record's FileInfo fields (FileInfo.has_record_types).
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "size": (int, type(None)),
+    "offset": (int,),
+    "metadata": (dict,),
+    "is_partial": (bool,),
+    "is_final": (bool,),
+    "partial_uploads": (list,),
+    "path": (str, type(None)),
+    "is_complete": (bool,),
+    "overwrite": (bool,),
+    "created": (int, float),
+    "expires": (int, float, type(None)),
+    "unverified_from": (int, type(None)),
+    "landed": (list, type(None)),
+    "landing_error": (str, type(None)),
+    "storage": (dict,),
+}
 
 
 def check_writable(info: FileInfo, offset: int) -> None:

@@ -187,14 +187,15 @@ async def test_the_retry_sweep_checks_the_folder_of_an_object_too(
 # ----------------------------------------------------------- destinations at creation
 
 
-# "notes.txt/sub": test_protocol's test_a_file_on_the_way_is_refused.
-@pytest.mark.parametrize("path", ["notes.txt", "ok/notes.txt/deeper"])
-async def test_a_file_on_the_destination_path_is_refused_at_creation(tus, backend, path):
+async def test_a_file_on_the_destination_path_is_refused_at_creation(tus, backend):
+    # The path a file, or a file deeper on it ("notes.txt/sub": test_protocol's
+    # test_a_file_on_the_way_is_refused).
     backend.put("notes.txt", b"mine")
     backend.put("ok/notes.txt", b"mine")
-    r = await tus.create(3, {"filename": "x.bin", "path": path})
-    assert r.code == 403, r.body
-    assert b"is a file, not a folder" in r.body
+    for path in ("notes.txt", "ok/notes.txt/deeper"):
+        r = await tus.create(3, {"filename": "x.bin", "path": path})
+        assert r.code == 403, (path, r.body)
+        assert b"is a file, not a folder" in r.body
     assert backend.landed("notes.txt") == backend.landed("ok/notes.txt") == b"mine"
     assert backend.staged() == []
 
@@ -534,18 +535,28 @@ async def test_a_symlink_in_place_of_staged_bytes_is_never_followed(tus, staging
     assert r.code == 404 and b"TOPSECRET" not in r.body
 
 
-@pytest.mark.parametrize("content", ["not json", '{"id": "ID", "size": "10"}', "folder"])
-async def test_a_record_of_the_wrong_shape_is_no_upload_and_breaks_nothing(tus, backend, content):
-    # Written by someone else into the staging area (a folder: a key under the record's).
-    uid = "W" * 32
-    if content == "folder":
-        backend.put(f".tus/{uid}.info/inside", b"")
-    else:
-        backend.put(f".tus/{uid}.info", content.replace("ID", uid).encode())
-    backend.put(f".tus/{uid}", b"")
-    assert (await tus.head(uid)).code == 404
+async def test_records_of_the_wrong_shape_are_no_uploads_and_break_nothing(tus, backend):
+    # Written by someone else into the staging area: not JSON, a field of the wrong
+    # type, a folder (a key under the record's name).
+    records = {
+        "W" * 32: b"not json",
+        "X" * 32: b'{"id": "ID", "size": "10"}',  # the file store's layout
+        # S3Store's layout: {"info": FileInfo, "s3": S3State}
+        "Z" * 32: b'{"info": {"id": "ID", "size": "10"}, "s3": {}}',
+        "V" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"saved": "today"}}',
+        "U" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"parts": [[1, "5", "e"]]}}',
+        "Y" * 32: None,
+    }
+    for uid, content in records.items():
+        if content is None:
+            backend.put(f".tus/{uid}.info/inside", b"")
+        else:
+            backend.put(f".tus/{uid}.info", content.replace(b"ID", uid.encode()))
+        backend.put(f".tus/{uid}", b"")
+    for uid in records:
+        assert (await tus.head(uid)).code == 404, uid
     r = await tus.fetch("api", "tus", "uploads", method="GET", headers={"Tus-Resumable": "1.0.0"})
-    assert r.code == 200 and uid.encode() not in r.body
+    assert r.code == 200 and not any(uid.encode() in r.body for uid in records)
 
 
 @FILE_ONLY  # " (deleted)" is how /proc names an unlinked file: a file system's quirk
