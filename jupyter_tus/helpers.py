@@ -107,22 +107,35 @@ FileInfo.html_table = html_table  # a FileInfo in a notebook: see store.FileInfo
 def find_server(cwd: str | os.PathLike | None = None) -> dict | None:
     """The running Jupyter server whose root_dir holds ``cwd`` (deepest root wins),
     else the only running server, else None."""
+    servers = _running_servers()
+    return _holding(servers, Path(cwd or os.getcwd()).resolve()) or (
+        servers[0] if len(servers) == 1 else None
+    )
+
+
+def _running_servers() -> list[dict]:
+    """jupyter-server's list of running servers (its runtime dir), those with a root."""
     try:
         from jupyter_server.serverapp import list_running_servers
     except ImportError:  # a kernel without jupyter_server
-        return None
-    here = Path(cwd or os.getcwd()).resolve()
-    servers = [s for s in list_running_servers() if s.get("root_dir") or s.get("notebook_dir")]
+        return []
+    return [s for s in list_running_servers() if s.get("root_dir") or s.get("notebook_dir")]
+
+
+def _root(server: dict) -> Path:
+    return Path(server.get("root_dir") or server["notebook_dir"]).expanduser().resolve()
+
+
+def _holding(servers: list[dict], here: Path) -> dict | None:
+    """The server whose root_dir holds ``here``, the deepest root if several do."""
     best: tuple[int, dict] | None = None
     for server in servers:
-        root = Path(server.get("root_dir") or server["notebook_dir"]).expanduser().resolve()
+        root = _root(server)
         if here == root or root in here.parents:
             depth = len(root.parts)
             if best is None or depth > best[0]:
                 best = (depth, server)
-    if best is not None:
-        return best[1]
-    return servers[0] if len(servers) == 1 else None
+    return best[1] if best is not None else None
 
 
 def default_store() -> DataStore:
@@ -178,14 +191,17 @@ def _resolve_store(store: StoreLike) -> DataStore:
 
 def workspace_root(cwd: str | os.PathLike | None = None) -> Path | None:
     """The server's root_dir: the running server's that holds ``cwd``, else the parent
-    of ``$JUPYTER_TUS_DIR`` when that is the default ``<root>/.tus``; None if unknown."""
-    server = find_server(cwd)
+    of ``$JUPYTER_TUS_DIR`` when that is the default ``<root>/.tus`` (the kernel's own
+    server said so: it wins over an unrelated server that merely runs), else the only
+    running server's; None if unknown."""
+    servers = _running_servers()
+    server = _holding(servers, Path(cwd or os.getcwd()).resolve())
     if server is not None:
-        return Path(server.get("root_dir") or server["notebook_dir"]).expanduser().resolve()
+        return _root(server)
     staging = os.environ.get("JUPYTER_TUS_DIR")
     if staging and Path(staging).name == ".tus":
         return Path(staging).parent.resolve()
-    return None
+    return _root(servers[0]) if len(servers) == 1 else None
 
 
 def workspace_path(cwd: str | os.PathLike | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -64,8 +65,10 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def in_server(server, monkeypatch):
-    """A kernel's view: JUPYTER_TUS_DIR set by the server, working dir inside root_dir."""
+    """A kernel's view: JUPYTER_TUS_DIR set by the server, working dir inside root_dir,
+    the server's runtime dir (not this process's, where other tests' servers run)."""
     monkeypatch.setenv("JUPYTER_TUS_DIR", str(staging(server)))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir))
     monkeypatch.chdir(server.root_dir / "data")
     return server
 
@@ -182,6 +185,25 @@ def test_default_store_from_running_server(server, monkeypatch):
     assert helpers.default_store().directory == staging(server)
     assert helpers.workspace_path() == "data"
     assert jupyter_tus.load("frame.json").shape == (3, 2)
+
+
+def test_an_unrelated_running_server_does_not_move_the_workspace(server, tmp_path, monkeypatch):
+    """A kernel whose server is not listed where it looks (another runtime dir), while
+    one unrelated server runs there: the root its own server named (the parent of
+    $JUPYTER_TUS_DIR) wins, for the upload ``path`` and for the table's paths."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    info = {"pid": os.getpid(), "port": 1, "url": "http://127.0.0.1:1/", "root_dir": str(elsewhere)}
+    (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps(info))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("JUPYTER_TUS_DIR", str(staging(server)))
+    monkeypatch.chdir(server.root_dir / "data")
+    assert helpers.find_server()["root_dir"] == str(elsewhere)  # the only one running
+    assert helpers.workspace_root() == server.root_dir.resolve()
+    assert helpers.workspace_path() == "data"
+    assert "<td>data/blob.bin</td>" in jupyter_tus.list_uploads()._repr_html_()
 
 
 def test_no_store_is_a_clear_error(tmp_path, monkeypatch):
