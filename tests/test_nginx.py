@@ -127,30 +127,39 @@ class Nginx:
         )
 
     def start(self, upstream: int, auth: dict[str, str], *, defaults: bool) -> Nginx:
-        conf = self.dir / "nginx.conf"
-        conf.write_text(self.config(upstream, defaults=defaults))
         drop: dict = {}
         if os.geteuid() == 0:
             nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
             os.chown(self.dir, nobody, nogroup)
             drop = {"user": nobody, "group": nogroup, "extra_groups": []}
+        conf = self.dir / "nginx.conf"
         command = [nginx_path(), "-p", f"{self.dir}/", "-c", str(conf)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True, **drop)
-        assert check.returncode == 0, check.stderr + "\n" + conf.read_text()
-        with open(self.dir / "stderr.log", "wb") as err:
-            self.proc = subprocess.Popen(command, stderr=err, start_new_session=True, **drop)
+        # The port free_port() gave may be taken by the time nginx binds it (a busy
+        # machine): then nginx exits at once, and it is started again on another.
+        attempts = 0
+        while True:
+            attempts += 1
+            conf.write_text(self.config(upstream, defaults=defaults))
+            check = subprocess.run([*command, "-t"], capture_output=True, text=True, **drop)
+            assert check.returncode == 0, check.stderr + "\n" + conf.read_text()
+            with open(self.dir / "stderr.log", "wb") as err:
+                self.proc = subprocess.Popen(command, stderr=err, start_new_session=True, **drop)
 
-        def up() -> bool:
-            if self.proc.poll() is not None:
+            def up() -> bool:
+                if self.proc.poll() is not None:
+                    return True  # told apart below
+                try:
+                    r = requests.get(self.url + "api/status", headers=auth, timeout=5)
+                    return r.status_code == 200
+                except (requests.ConnectionError, requests.Timeout):
+                    return False
+
+            wait_until(up, timeout=20, what="nginx answering for jupyter")
+            if self.proc.poll() is None:
+                return self
+            if attempts == 3 or "Address already in use" not in self.log():
                 raise AssertionError(f"nginx exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                r = requests.get(self.url + "api/status", headers=auth, timeout=5)
-                return r.status_code == 200
-            except (requests.ConnectionError, requests.Timeout):
-                return False
-
-        wait_until(up, timeout=20, what="nginx answering for jupyter")
-        return self
+            self.port = free_port()
 
     def log(self) -> str:
         return "".join(
