@@ -183,31 +183,51 @@ def hub(tmp_path_factory: pytest.TempPathFactory, chp_command: list[str]) -> Ite
     """JupyterHub behind configurable-http-proxy, alice's server running with the
     extension, and an API token for alice created through the hub's API."""
     workdir = tmp_path_factory.mktemp("hub")
-    h = Hub(workdir=workdir, port=free_port(), admin_token=secrets.token_hex(24))
+    h = Hub(workdir=workdir, port=0, admin_token=secrets.token_hex(24))
     config = workdir / "jupyterhub_config.py"
-    config.write_text(hub_config(workdir, h.port, h.admin_token, chp_command))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("JUPYTER_TUS_DIR", None)
-    with open(h.log_path, "ab") as log:
-        h.proc = subprocess.Popen(
-            [str(BIN / "jupyterhub"), "-f", str(config)],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+
+    since = 0  # where this attempt's part of the log begins
+
+    def port_taken() -> bool:
+        with open(h.log_path, "rb") as f:
+            f.seek(since)
+            return b"already in use" in f.read().lower()
+
+    def hub_up() -> bool:
+        if h.proc.poll() is not None or port_taken():
+            return True  # told apart below
+        try:
+            return h.api("GET", "").status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+
     try:
-
-        def hub_up() -> bool:
-            if h.proc.poll() is not None:
+        # The ports free_port() gave (the proxy's two, the hub's) may be taken by the time
+        # they are bound (a busy machine): then the hub exits, or goes on without its
+        # proxy; it is started again on other ports.
+        for attempt in range(3):
+            h.port = free_port()
+            config.write_text(hub_config(workdir, h.port, h.admin_token, chp_command))
+            since = h.log_path.stat().st_size if h.log_path.exists() else 0
+            with open(h.log_path, "ab") as log:
+                h.proc = subprocess.Popen(
+                    [str(BIN / "jupyterhub"), "-f", str(config)],
+                    cwd=workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            poll("the hub answering through the proxy", hub_up, 60, h.log)
+            if h.proc.poll() is None and not port_taken():
+                break
+            if attempt == 2 or not port_taken():
                 raise RuntimeError(f"jupyterhub exited with {h.proc.returncode}\n{h.log()}")
-            try:
-                return h.api("GET", "").status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        poll("the hub answering through the proxy", hub_up, 60, h.log)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(h.proc.pid, signal.SIGKILL)  # the hub and its proxy
+            h.proc.wait()
         r = h.api("POST", f"users/{USER}")
         assert r.status_code in (201, 409), (r.status_code, r.text, h.log())
         r = h.api("POST", f"users/{USER}/server")
