@@ -22,6 +22,7 @@ from ..servers import (  # noqa: F401 - fixtures and the shared poll
     JupyterProcess,
     jp_asyncio_loop,
     jp_server_cleanup,
+    lab_settings,
     wait_until,
 )
 
@@ -58,11 +59,8 @@ class Lab:
     def __init__(self, base: Path, **kwargs) -> None:
         self.root = base / "root"
         self.root.mkdir(parents=True)
-        settings = base / "settings"
-        # No "get Jupyter news?" toast over the screenshots.
-        news = settings / "@jupyterlab" / "apputils-extension"
-        news.mkdir(parents=True)
-        (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+        # No news question or update toast over the screenshots and the buttons.
+        settings = lab_settings(base / "settings")
         self.process = JupyterProcess(
             self.root,
             app="lab",

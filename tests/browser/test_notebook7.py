@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from ..servers import JupyterProcess
+from ..servers import JupyterProcess, lab_settings
 from .conftest import CHROMIUM_ARGS, PLUGIN, MiB, chromium_path, random_file, sha256
 from .test_filebrowser_upload import TusLog, upload_with_button, wait_state
 
@@ -20,8 +20,13 @@ def notebook7(tmp_path_factory) -> Iterator[JupyterProcess]:
     root = base / "root"
     root.mkdir()
     (root / "data").mkdir()
-    args = [f"--JupyterNotebookApp.user_settings_dir={base / 'settings'}"]
-    with JupyterProcess(root, app="notebook", args=args) as server:
+    # Settings and workspaces of its own, by environment: Notebook 7 ignores
+    # --JupyterNotebookApp.user_settings_dir (the test then wrote the user's settings).
+    env = {
+        "JUPYTERLAB_SETTINGS_DIR": str(lab_settings(base / "settings")),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+    }
+    with JupyterProcess(root, app="notebook", env=env) as server:
         yield server
 
 
@@ -36,6 +41,8 @@ def test_the_tree_page_uploads_through_tus(notebook7: JupyterProcess, tmp_path, 
         timeout=10,
     )
     assert r.status_code == 204, r.text
+    own = notebook7.root_dir.parent / "settings" / "jupyter-tus" / "plugin.jupyterlab-settings"
+    assert own.exists(), "written to the user's own settings, not the test's"
     src = tmp_path / "field-notes.bin"
     digest = random_file(src, 24 * MiB)
     with sync_playwright() as p:
@@ -43,7 +50,9 @@ def test_the_tree_page_uploads_through_tus(notebook7: JupyterProcess, tmp_path, 
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             page.goto(f"{notebook7.url}tree/data?token={notebook7.token}")
-            page.wait_for_selector("body[data-jupyter-tus='ready']", state="attached")
+            page.wait_for_selector(
+                "body[data-jupyter-tus='ready']", state="attached", timeout=60_000
+            )
             log = TusLog(page)
             upload_with_button(page, src)
             wait_state(page, src.name, "done")

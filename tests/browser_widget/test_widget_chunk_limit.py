@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from ..servers import JupyterProcess
+from ..servers import JupyterProcess, lab_settings
 from .test_widget_browser import (
     REPORT,
     MiB,
@@ -29,7 +29,11 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("widget-limit")
     root = base / "root"
     root.mkdir()
-    args = [f"--LabApp.workspaces_dir={base / 'workspaces'}", f"--TusApp.max_chunk_size={LIMIT}"]
+    args = [
+        f"--LabApp.user_settings_dir={lab_settings(base / 'settings')}",
+        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+        f"--TusApp.max_chunk_size={LIMIT}",
+    ]
     with JupyterProcess(root, app="lab", args=args) as server:
         yield server
 
