@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from ..browser.test_filebrowser_upload import TusLog
 from ..browser.test_uploads_panel import left_a_while_ago, script_upload
-from ..servers import JupyterProcess
+from ..servers import JupyterProcess, lab_settings
 from ..wire import Relay
 from .conftest import TIMEOUT
 
@@ -79,7 +79,10 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("widget-browser")
     root = base / "root"
     root.mkdir()
-    args = [f"--LabApp.workspaces_dir={base / 'workspaces'}"]
+    args = [
+        f"--LabApp.user_settings_dir={lab_settings(base / 'settings')}",
+        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+    ]
     with JupyterProcess(root, app="lab", args=args) as server:
         yield server
 
@@ -307,7 +310,14 @@ def _pause_resume_cancel_unreachable(page: Page, lab: JupyterProcess, tmp_path: 
     row = page.locator(".jtus-file", has_text="drop.bin")
     drop_id = row.get_attribute("data-upload-id")
     assert offset(drop_id).status_code == 200
-    row.get_by_role("button", name="Cancel").click()
+
+    # The row says "cancelled" at once, before its DELETE went out: wait for that.
+    def terminated(response) -> bool:
+        return response.request.method == "DELETE" and drop_id in response.url
+
+    with page.expect_response(terminated) as deleted:
+        row.get_by_role("button", name="Cancel").click()
+    assert deleted.value.status == 204
     expect(row).to_have_attribute("data-state", "cancelled")
     assert offset(drop_id).status_code in (404, 410)
     assert not (lab.root_dir / "three" / "drop.bin").exists()
