@@ -173,7 +173,8 @@ def test_an_upload_a_script_left_is_resumed_from_the_panel(lab: Lab, open_lab, t
 def test_status_bar_item_and_notifications(lab: Lab, open_lab, big_file, tmp_path):
     src = named_copy(big_file[0], tmp_path, "status-bar.bin")
     lab.set_settings(keepFileHandles=False)
-    page = open_lab()
+    # 8 MiB/s: 12 s of upload, for the status-bar item to be still there when clicked.
+    page = open_lab(throttle=8 * MiB)
     upload_with_button(page, src)
 
     item = page.locator(".jp-TusStatusItem")
@@ -257,7 +258,8 @@ def test_the_folder_button_keeps_the_tree(lab: Lab, open_lab, tmp_path):
 def test_keyboard_only_pause_resume_cancel(lab: Lab, open_lab, big_file, tmp_path):
     src = named_copy(big_file[0], tmp_path, "keys.bin")
     lab.set_settings(keepFileHandles=False)
-    page = open_lab()
+    # 8 MiB/s: after Resume, 11 s of upload for the keys to reach Cancel in time.
+    page = open_lab(throttle=8 * MiB)
     log = TusLog(page)
     upload_with_button(page, src)
     wait_progress(page, src.name, 0.1)
