@@ -18,7 +18,6 @@ import pytest
 from ..browser.conftest import browser  # noqa: F401 - the one Chromium fixture
 from ..servers import (  # noqa: F401 - fixtures
     JupyterProcess,
-    free_port,
     jp_asyncio_loop,
     jp_server_cleanup,
 )
@@ -71,7 +70,8 @@ class PageServer:
         shutil.copy(TUS_BUNDLE, directory / "tus.min.js")
         (directory / "index.html").write_text(PAGE)
         handler = functools.partial(_QuietHandler, directory=str(directory))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        # Port 0: the kernel's pick, bound at once (no free_port() that others may take).
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
