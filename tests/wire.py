@@ -91,7 +91,11 @@ class Relay:
                 down, _ = self.listener.accept()
             except OSError:
                 return
-            up = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server is down: refused, as without the relay
+                down.close()
+                continue
             with self.lock:
                 epoch = self.epoch
                 self.active[epoch] += 2
