@@ -198,6 +198,8 @@ export class UploadItem implements IStatusSource {
   stopWaiting?: () => void;
   /** Another uploader drove this upload before this one took it over. */
   followed = false;
+  /** Called when another uploader says this upload (state `elsewhere`) landed. */
+  heard?: () => void;
   /** The uploads that started with this one (one drop, one pick, one folder). */
   batch?: UploadBatch;
   /** Another tab or front end follows this upload (it asked): tell it the progress. */
@@ -330,6 +332,10 @@ export class UploadBatch {
 }
 
 const BUSY_STATES: readonly string[] = ['queued', 'uploading', 'retrying', 'elsewhere'];
+
+/** How long a tab given an upload's lock waits to hear that it landed (ms) before it
+ * takes the upload over: a driver that landed it says so at once; a closed one never. */
+const LAST_WORD_MS = 1000;
 let nextBatchId = 1;
 
 export interface IUploadRequest {
@@ -1506,6 +1512,9 @@ export class TusUploader {
     this._changed.emit(item);
     this._post({ type: 'ask', fingerprint: item.fingerprint });
     const granted = await this._waitForLock(item);
+    if (granted && item.state === 'elsewhere' && item.remoteState !== 'done') {
+      await this._lastWord(item);
+    }
     if (!granted || item.state !== 'elsewhere') {
       return false;
     }
@@ -1519,6 +1528,25 @@ export class TusUploader {
     item.state = 'queued';
     this._changed.emit(item);
     return true;
+  }
+
+  /**
+   * Ask the other uploaders whether `item`'s upload landed, and wait for a "done" (at
+   * most LAST_WORD_MS). The lock may be ours before the driver's "done", said just
+   * before it let go, arrives: locks and channel messages take separate paths in a
+   * browser. A driver that never said it (it landed before our first question came)
+   * says it now; a closed one never does.
+   */
+  private _lastWord(item: UploadItem): Promise<void> {
+    return new Promise<void>(resolve => {
+      const timer = setTimeout(() => item.heard?.(), LAST_WORD_MS);
+      item.heard = () => {
+        clearTimeout(timer);
+        item.heard = undefined;
+        resolve();
+      };
+      this._post({ type: 'ask', fingerprint: item.fingerprint });
+    });
   }
 
   /** Wait until the lock of `item`'s upload is ours (true), or waiting stops (false). */
@@ -1597,6 +1625,13 @@ export class TusUploader {
       if (driven) {
         driven.watched = true; // from now on its progress is told
         this._broadcast(driven, true);
+        return;
+      }
+      // One that landed here (said again for a tab given the lock before this tab's
+      // "done" arrived, or that asked once it was over).
+      const landed = this._items.find(i => i.fingerprint === msg.fingerprint && i.state === 'done');
+      if (landed) {
+        this._post(remoteStatus(landed));
       }
       return;
     }
@@ -1607,6 +1642,7 @@ export class TusUploader {
       item.remoteState = msg.state;
       item.sent = Math.min(item.size, Math.max(0, Number(msg.sent) || 0));
       if (msg.state === 'done') {
+        item.heard?.();
         item.landedPath = msg.landedPath;
         item.sent = item.size;
         item.stopWaiting?.();
@@ -1625,14 +1661,7 @@ export class TusUploader {
       return; // (nobody asked: no message per small file of a big drop)
     }
     const now = Date.now();
-    const status: IRemoteStatus = {
-      type: 'status',
-      fingerprint: item.fingerprint,
-      state: item.state,
-      sent: item.sent,
-      size: item.size,
-      landedPath: item.landedPath
-    };
+    const status = remoteStatus(item);
     if (!force && item.state === item.remoteState && now - item.broadcastAt < 250) {
       return;
     }
@@ -1693,6 +1722,18 @@ function withCredentials(req: HttpRequest): void {
  * drop of hundreds of small files (each sent whole in its creation request) pays for
  * nothing. Chunks of bigger files are slices as before.
  */
+/** What the other tabs are told of an upload this uploader drives (or drove). */
+function remoteStatus(item: UploadItem): IRemoteStatus {
+  return {
+    type: 'status',
+    fingerprint: item.fingerprint,
+    state: item.state,
+    sent: item.sent,
+    size: item.size,
+    landedPath: item.landedPath
+  };
+}
+
 const WHOLE_FILE_READER: TusFileReader = {
   openFile: async (input: any) => {
     const file = input as Blob;

@@ -77,7 +77,12 @@ class FakeChannel implements IChannel {
     const copy = JSON.parse(JSON.stringify(message));
     for (const other of this._hub.channels) {
       if (other !== this && other.name === this.name && !other.closed) {
-        void Promise.resolve().then(() => other.onmessage?.({ data: copy }));
+        const deliver = () => other.onmessage?.({ data: copy });
+        if (this._hub.delay > 0) {
+          setTimeout(deliver, this._hub.delay); // in order, after a lock granted meanwhile
+        } else {
+          void Promise.resolve().then(deliver);
+        }
       }
     }
   }
@@ -92,6 +97,10 @@ export class FakeChannels {
   readonly channels: FakeChannel[] = [];
   /** Every message posted, in order. */
   readonly sent: unknown[] = [];
+  /** Milliseconds a message takes (0: a moment). A browser delivers a channel's
+   * messages and grants locks on separate paths: a lock let go after a message may be
+   * granted before the message arrives, as with a delay here. */
+  delay = 0;
 
   open(name: string): IChannel {
     const channel = new FakeChannel(this, name);

@@ -48,8 +48,15 @@ interface ITab {
   states: string[];
 }
 
-/** An uploader in a tab of `b`; its requests carry `X-Tab: name`. */
-function tab(b: IBrowser, name: string, settings: Partial<IUploadSettings> = {}): ITab {
+/** An uploader in a tab of `b`; its requests carry `X-Tab: name`. `listing`: 'stale'
+ * when the tab's file browser does not show files that landed since it was listed. */
+function tab(
+  b: IBrowser,
+  name: string,
+  settings: Partial<IUploadSettings> = {},
+  listing: 'live' | 'stale' = 'live'
+): ITab {
+  const shown = new Set(b.server.files.keys());
   const t: ITab = { name, landed: [], asked: [], states: [] } as unknown as ITab;
   t.uploader = new TusUploader({
     endpoint: ENDPOINT,
@@ -59,7 +66,7 @@ function tab(b: IBrowser, name: string, settings: Partial<IUploadSettings> = {})
       t.asked.push(n);
       return false;
     },
-    exists: async path => b.server.files.has(path),
+    exists: async path => (listing === 'live' ? b.server.files.has(path) : shown.has(path)),
     landed: item => t.landed.push(item),
     httpStack: b.server,
     urlStorage: b.storage,
@@ -164,6 +171,47 @@ describe('one driver per upload across tabs', () => {
     expect(two.asked).toHaveLength(0); // no overwrite question about its own file
     expect(two.landed).toHaveLength(1);
     expect(statusLine(two.uploader.items[0], Date.now())).toBe('done · 96 KiB → notes.bin');
+    expect(b.locks.held.size).toBe(0);
+  });
+
+  it("when the lock comes before the driver's last message, the waiting tab still knows the file landed and sends nothing", async () => {
+    const b = browser();
+    b.server.latency = 50;
+    b.channels.delay = 20;
+    const one = tab(b, 'one');
+    const two = tab(b, 'two', {}, 'stale');
+    const file = fakeFile('race.bin', 96 * KiB);
+    const first = one.uploader.upload(file, '');
+    await until(() => b.server.of('PATCH').length >= 1);
+    let second: boolean | null = null;
+    void two.uploader.upload(file, '').then(v => (second = v));
+    await until(() => two.uploader.items[0]?.state === 'elsewhere');
+    await until(() => second !== null);
+    expect(await first).toBe(true);
+    expect(second).toBe(true);
+    expect(two.uploader.items[0].state).toBe('done');
+    expect(from(b, two)).toHaveLength(0);
+    expect(two.asked).toHaveLength(0);
+    expect(two.landed).toHaveLength(1);
+    expect(b.locks.held.size).toBe(0);
+  });
+
+  it('a driver that landed the file before the question reached it says so when asked again', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    b.channels.delay = 200; // the first question arrives once the upload is over
+    const one = tab(b, 'one');
+    const two = tab(b, 'two', {}, 'stale');
+    const file = fakeFile('quick.bin', 24 * KiB);
+    const first = one.uploader.upload(file, '');
+    await until(() => b.server.requests.length >= 1);
+    let second: boolean | null = null;
+    void two.uploader.upload(file, '').then(v => (second = v));
+    await until(() => second !== null);
+    expect(await first).toBe(true);
+    expect(second).toBe(true);
+    expect(two.uploader.items[0].state).toBe('done');
+    expect(from(b, two)).toHaveLength(0);
     expect(b.locks.held.size).toBe(0);
   });
 
