@@ -1593,7 +1593,10 @@ export class TusUploader {
     this._items.push(item);
     this._changed.emit(item);
     this._post({ type: 'ask', fingerprint: item.fingerprint });
-    void this._waitForLock(item).then(granted => {
+    void this._waitForLock(item).then(async granted => {
+      if (granted && item.state === 'elsewhere' && item.remoteState !== 'done') {
+        await this._lastWord(item);
+      }
       item.releaseLock?.(); // an interrupted row drives nothing
       if (!granted || item.state !== 'elsewhere') {
         return;

@@ -253,6 +253,26 @@ describe('one driver per upload across tabs', () => {
     expect(b.locks.held.size).toBe(0);
   });
 
+  it('a tab opened while another uploads shows it done when it lands, even when the lock comes before the news', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    b.channels.delay = 20;
+    const one = tab(b, 'one');
+    const file = fakeFile('landing.bin', 96 * KiB);
+    const first = one.uploader.upload(file, 'data');
+    await until(() => b.server.of('PATCH').length >= 1);
+    const two = tab(b, 'two');
+    await two.uploader.restore();
+    const row = two.uploader.items[0];
+    expect(row.state).toBe('elsewhere');
+    await until(() => one.uploader.items[0].state === 'done');
+    expect(await first).toBe(true);
+    await until(() => row.state !== 'elsewhere');
+    expect(row.state).toBe('done');
+    expect(from(b, two)).toHaveLength(0);
+    expect(b.locks.held.size).toBe(0);
+  });
+
   it('without Web Locks every uploader drives its own uploads, as before', async () => {
     const b = browser();
     const alone = new TusUploader({
