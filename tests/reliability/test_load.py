@@ -1,7 +1,9 @@
 """Load: 32 concurrent uploads of 32 MiB (single PATCH, chunked, paused and resumed,
 checksummed, terminated) against one server process. Every finished file is checked,
-terminated ones leave nothing, api/status stays responsive (p99 reported), and the
-server holds no more file descriptors or memory afterwards.
+terminated ones leave nothing, api/status answers every poll (its p50/p99 reported, not
+asserted: no timed assertions in tests; that no store I/O runs on the event loop is
+test_request_path's and test_s3_server's loop checks), and the server holds no more file
+descriptors or memory afterwards.
 
 ``TUS_LOAD_UPLOADS`` and ``TUS_LOAD_MIB`` scale it."""
 
@@ -239,5 +241,4 @@ def test_32_concurrent_uploads_of_32_mib(loaded, capsys):
     record_figures("load", figures)
     with capsys.disabled():
         print(f"\n[load] {figures}")
-    assert p99 < 2.0, figures
     assert rss1 - rss0 < 128 * MiB, figures
