@@ -160,8 +160,23 @@ class SeaweedS3:
             "-volume.preStopSeconds=0",
         ]
 
-    def start(self, timeout: float = 60) -> SeaweedS3:
+    def start(self, timeout: float = 60, attempts: int = 3) -> SeaweedS3:
+        """Start weed mini and wait until its S3 gateway answers. Its ports are chosen
+        free, then bound by weed a moment later: another process may take one
+        meanwhile. A start that fails (weed exits, or is never ready) is tried again on
+        other ports, ``attempts`` times in all; the last failure is raised."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> SeaweedS3:
         self.directory.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self._sockets, exist_ok=True)  # (a failed attempt's stop removed it)
+        shutil.rmtree(self.directory / "data", ignore_errors=True)  # and left its state
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 (kept for the process)
         self.process = subprocess.Popen(
             self.command(),
@@ -205,7 +220,9 @@ class SeaweedS3:
         probe = "jupyter-tus-ready"
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed mini exited ({self.process.returncode}):\n{self.log()}")
+                code = self.process.returncode
+                self.stop()
+                raise RuntimeError(f"weed mini exited ({code}):\n{self.log()}")
             try:
                 client.create_bucket(Bucket=probe)
             except ClientError as exc:
