@@ -97,6 +97,7 @@ from .store import (
     UploadTooLarge,
     check_declarable,
     check_writable,
+    is_timestamp,
 )
 from .workspace import unique_name
 
@@ -1926,6 +1927,8 @@ def _record(data: object, upload_id: str) -> tuple[FileInfo, S3State] | None:
     for name, types in _STATE_TYPES.items():
         if name in raw_state and not isinstance(raw_state[name], types):
             return None
+    if "saved" in raw_state and not is_timestamp(raw_state["saved"]):
+        return None
     info = FileInfo.from_json(raw_info)
     known = {f.name for f in dataclasses.fields(S3State)}
     state = S3State(**{k: v for k, v in raw_state.items() if k in known})

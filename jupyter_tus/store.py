@@ -168,11 +168,18 @@ class FileInfo:
     def has_record_types(data: dict) -> bool:
         """Do the FileInfo fields in ``data`` (a record's JSON object, as written by
         ``to_json``) have their JSON types (``RECORD_TYPES``; ``metadata`` and
-        ``storage`` str to str, ``partial_uploads`` str)? A record of the wrong shape
+        ``storage`` str to str, ``partial_uploads`` str), and values a store writes
+        (``is_count`` sizes and offsets, ``is_timestamp`` times)? A record of the wrong shape
         (someone else wrote it into the staging area) is no upload: each store's
         reader answers not-found rather than fail on it later (a 500)."""
         for name, types in RECORD_TYPES.items():
             if name in data and not isinstance(data[name], types):
+                return False
+        for name in ("size", "offset", "unverified_from"):
+            if data.get(name) is not None and not is_count(data[name]):
+                return False
+        for name in ("created", "expires"):
+            if data.get(name) is not None and not is_timestamp(data[name]):
                 return False
         for name in ("metadata", "storage"):
             pairs = data.get(name, {}).items()
@@ -209,6 +216,23 @@ RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "landing_error": (str, type(None)),
     "storage": (dict,),
 }
+
+
+# The last second a record's time may name: 9999-12-31T23:59:59Z, datetime's last one
+# (the listing's ISO dates, Upload-Expires' HTTP date).
+LAST_TIMESTAMP = 253_402_300_799
+
+
+def is_count(value: object) -> bool:
+    """Is ``value`` a record's byte count (a size, an offset): an int >= 0, not a bool?"""
+    return type(value) is int and value >= 0
+
+
+def is_timestamp(value: object) -> bool:
+    """Is ``value`` a record's time (seconds since the epoch): a number from 0 to
+    LAST_TIMESTAMP, not NaN, not infinite (JSON's NaN and Infinity, which Python's json
+    reads)?"""
+    return type(value) in (int, float) and 0 <= value <= LAST_TIMESTAMP
 
 
 def check_writable(info: FileInfo, offset: int) -> None:

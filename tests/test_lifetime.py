@@ -545,6 +545,15 @@ async def test_records_of_the_wrong_shape_are_no_uploads_and_break_nothing(tus, 
         "Z" * 32: b'{"info": {"id": "ID", "size": "10"}, "s3": {}}',
         "V" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"saved": "today"}}',
         "U" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"parts": [[1, "5", "e"]]}}',
+        # The right types, values no store writes: a negative size, a time that is NaN,
+        # infinite or past datetime's year 9999 (JSON's NaN and Infinity, which
+        # Python's json reads), in both layouts.
+        "T" * 32: b'{"id": "ID", "size": -1}',
+        "S" * 32: b'{"id": "ID", "size": 10, "created": NaN}',
+        "R" * 32: b'{"id": "ID", "size": 10, "expires": 1e300}',
+        "Q" * 32: b'{"info": {"id": "ID", "size": 10, "created": Infinity}, "s3": {}}',
+        "P" * 32: b'{"info": {"id": "ID", "size": 10, "expires": 1e300}, "s3": {}}',
+        "O" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"saved": Infinity}}',
         "Y" * 32: None,
     }
     for uid, content in records.items():
@@ -555,6 +564,7 @@ async def test_records_of_the_wrong_shape_are_no_uploads_and_break_nothing(tus, 
         backend.put(f".tus/{uid}", b"")
     for uid in records:
         assert (await tus.head(uid)).code == 404, uid
+        assert (await tus.patch(uid, 0, b"x")).code == 404, uid
     r = await tus.fetch("api", "tus", "uploads", method="GET", headers={"Tus-Resumable": "1.0.0"})
     assert r.code == 200 and not any(uid.encode() in r.body for uid in records)
 
