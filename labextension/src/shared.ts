@@ -118,6 +118,9 @@ export interface IRemoteStatus {
   sent: number;
   size: number;
   landedPath: string | null;
+  /** When it landed (Date.now() ms; 0 before): a tab where an earlier upload of the
+   * same file landed answers with that one (absent from older versions). */
+  landedAt?: number;
 }
 
 /** What a waiting uploader asks when it starts waiting (the driver answers with a status). */

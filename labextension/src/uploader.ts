@@ -200,6 +200,11 @@ export class UploadItem implements IStatusSource {
   followed = false;
   /** Called when another uploader says this upload (state `elsewhere`) landed. */
   heard?: () => void;
+  /** When this uploader began to look for the upload's driver (Date.now() ms): a "done"
+   * about a landing before then is of an earlier upload of the same file. */
+  since = Date.now();
+  /** When it landed (Date.now() ms; 0 until then). */
+  landedAt = 0;
   /** The uploads that started with this one (one drop, one pick, one folder). */
   batch?: UploadBatch;
   /** Another tab or front end follows this upload (it asked): tell it the progress. */
@@ -762,6 +767,7 @@ export class TusUploader {
       if (this._items.some(i => i.fingerprint === fp)) {
         continue;
       }
+      const since = Date.now();
       if (await this._drivenElsewhere(fp)) {
         const item = new UploadItem(
           parsed.name,
@@ -770,6 +776,7 @@ export class TusUploader {
           fp,
           'elsewhere'
         );
+        item.since = since;
         item.urlStorageKey = key;
         item.uploadUrl = entry.uploadUrl;
         item.parallelUploadUrls = entry.parallelUploadUrls;
@@ -1440,6 +1447,7 @@ export class TusUploader {
     item.state = state;
     item.meter.reset();
     if (state === 'done') {
+      item.landedAt = Date.now();
       this._landedIn.add(item.folder);
     }
     this._changed.emit(item);
@@ -1642,6 +1650,9 @@ export class TusUploader {
       if (item.fingerprint !== msg.fingerprint || item.state !== 'elsewhere') {
         continue;
       }
+      if (msg.state === 'done' && Number(msg.landedAt) < item.since) {
+        continue; // an earlier upload of the same file, landed before this one began
+      }
       item.remoteState = msg.state;
       item.sent = Math.min(item.size, Math.max(0, Number(msg.sent) || 0));
       if (msg.state === 'done') {
@@ -1718,13 +1729,6 @@ function withCredentials(req: HttpRequest): void {
   }
 }
 
-/**
- * tus-js-client's browser file reader, except that a body of the whole file is the File
- * itself rather than `file.slice(0, size)`: in Chromium every slice of a file from disk
- * costs a synchronous look at the file (about a millisecond on the main thread), which a
- * drop of hundreds of small files (each sent whole in its creation request) pays for
- * nothing. Chunks of bigger files are slices as before.
- */
 /** What the other tabs are told of an upload this uploader drives (or drove). */
 function remoteStatus(item: UploadItem): IRemoteStatus {
   return {
@@ -1733,10 +1737,18 @@ function remoteStatus(item: UploadItem): IRemoteStatus {
     state: item.state,
     sent: item.sent,
     size: item.size,
-    landedPath: item.landedPath
+    landedPath: item.landedPath,
+    landedAt: item.landedAt
   };
 }
 
+/**
+ * tus-js-client's browser file reader, except that a body of the whole file is the File
+ * itself rather than `file.slice(0, size)`: in Chromium every slice of a file from disk
+ * costs a synchronous look at the file (about a millisecond on the main thread), which a
+ * drop of hundreds of small files (each sent whole in its creation request) pays for
+ * nothing. Chunks of bigger files are slices as before.
+ */
 const WHOLE_FILE_READER: TusFileReader = {
   openFile: async (input: any) => {
     const file = input as Blob;

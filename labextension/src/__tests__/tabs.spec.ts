@@ -215,6 +215,39 @@ describe('one driver per upload across tabs', () => {
     expect(b.locks.held.size).toBe(0);
   });
 
+  it('a tab where the file landed earlier does not call a later upload of it done', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    const one = tab(b, 'one');
+    const two = tab(b, 'two');
+    const three = tab(b, 'three');
+    const file = fakeFile('again.bin', 96 * KiB);
+    let first: boolean | null = null;
+    void one.uploader.upload(file, 'data').then(v => (first = v));
+    await until(() => first !== null);
+    expect(one.uploader.items[0].state).toBe('done'); // its row stays, done
+
+    // The same file again from another tab (replacing it), and a third tab drops it too.
+    let second: boolean | null = null;
+    void two.uploader.upload(file, 'data', { overwrite: true }).then(v => (second = v));
+    await until(() => b.server.of('PATCH').length >= 8);
+    const mark = b.server.requests.length;
+    let third: boolean | null = null;
+    let driverWhenDone = '';
+    three.uploader.changed.connect((_, item) => {
+      if (item?.state === 'done' && !driverWhenDone) {
+        driverWhenDone = two.uploader.items[0].state;
+      }
+    });
+    void three.uploader.upload(file, 'data').then(v => (third = v));
+    await until(() => second !== null && third !== null);
+    expect(second).toBe(true);
+    expect(third).toBe(true);
+    expect(driverWhenDone).toBe('done'); // not while the second upload still ran
+    expect(from(b, three, mark)).toHaveLength(0);
+    expect(b.locks.held.size).toBe(0);
+  });
+
   it('Cancel in the waiting tab only stops waiting: the driver goes on', async () => {
     const b = browser();
     b.server.latency = 50;
