@@ -714,6 +714,7 @@ export class TusUploader {
 
   /** Stop every transfer without terminating it (a view goes away): all stay resumable. */
   dispose(): void {
+    this._disposed = true;
     if (this._pumpTimer !== null) {
       clearTimeout(this._pumpTimer);
       this._pumpTimer = null;
@@ -725,6 +726,7 @@ export class TusUploader {
         void item.upload.abort(false);
       }
       item.stopWaiting?.();
+      item.heard?.(); // (a wait for the last word ends: _disposed says take nothing over)
       item.releaseLock?.();
       item.settle?.(false);
       item.settle = undefined;
@@ -1523,7 +1525,7 @@ export class TusUploader {
     if (granted && item.state === 'elsewhere' && item.remoteState !== 'done') {
       await this._lastWord(item);
     }
-    if (!granted || item.state !== 'elsewhere') {
+    if (!granted || item.state !== 'elsewhere' || this._disposed) {
       return false;
     }
     if (item.remoteState === 'done') {
@@ -1709,6 +1711,8 @@ export class TusUploader {
   private _chunkMemory: IChunkMemory;
   private _tabs: ITabs | null;
   private _channel: IChannel | null = null;
+  /** dispose() was called: nothing starts any more. */
+  private _disposed = false;
   /** Listings of destination folders, shared by the uploads of one batch. */
   private _listings = new Map<string, Promise<Set<string>>>();
   /** Folders where files landed since `folderLanded` was last called for them. */

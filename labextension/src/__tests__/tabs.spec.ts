@@ -248,6 +248,32 @@ describe('one driver per upload across tabs', () => {
     expect(b.locks.held.size).toBe(0);
   });
 
+  it('a view closed while it waits for the last word takes nothing over', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    const one = tab(b, 'one');
+    const two = tab(b, 'two');
+    const three = tab(b, 'three');
+    const file = fakeFile('left.bin', 96 * KiB);
+    void one.uploader.upload(file, '');
+    await until(() => b.server.of('PATCH').length >= 1);
+    void two.uploader.upload(file, '');
+    await until(() => two.uploader.items[0]?.state === 'elsewhere');
+    let third: boolean | null = null;
+    void three.uploader.upload(file, '').then(v => (third = v));
+    await until(() => three.uploader.items[0]?.state === 'elsewhere');
+    const mark = b.server.requests.length;
+    one.uploader.dispose(); // gone without a word
+    await until(() => !!two.uploader.items[0].releaseLock); // the lock is two's: it waits
+    two.uploader.dispose(); // e.g. the widget's output cleared meanwhile
+    await until(() => third !== null);
+    expect(third).toBe(true); // the third took it over
+    await run(2000);
+    expect(from(b, two, mark)).toHaveLength(0);
+    expect(sameBytes(b.server.files.get('left.bin'), file)).toBe(true);
+    expect(b.locks.held.size).toBe(0);
+  });
+
   it('Cancel in the waiting tab only stops waiting: the driver goes on', async () => {
     const b = browser();
     b.server.latency = 50;
