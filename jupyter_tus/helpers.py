@@ -190,12 +190,16 @@ def _resolve_store(store: StoreLike) -> DataStore:
 
 
 def workspace_root(cwd: str | os.PathLike | None = None) -> Path | None:
-    """The server's root_dir: the running server's that holds ``cwd``, else the parent
-    of ``$JUPYTER_TUS_DIR`` when that is the default ``<root>/.tus`` (the kernel's own
-    server said so: it wins over an unrelated server that merely runs), else the only
-    running server's; None if unknown."""
+    """The server's root_dir: the kernel's own server's (the running server whose pid
+    is ``$JPY_PARENT_PID``, which jupyter_client sets for the kernels it starts), else
+    the running server's that holds ``cwd``, else the parent of ``$JUPYTER_TUS_DIR``
+    when that is the default ``<root>/.tus`` (the kernel's own server said so: it wins
+    over an unrelated server that merely runs), else the only running server's; None
+    if unknown."""
     servers = _running_servers()
-    server = _holding(servers, Path(cwd or os.getcwd()).resolve())
+    parent = os.environ.get("JPY_PARENT_PID")
+    server = next((s for s in servers if parent and str(s.get("pid")) == parent), None)
+    server = server or _holding(servers, Path(cwd or os.getcwd()).resolve())
     if server is not None:
         return _root(server)
     staging = os.environ.get("JUPYTER_TUS_DIR")

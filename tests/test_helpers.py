@@ -206,6 +206,24 @@ def test_an_unrelated_running_server_does_not_move_the_workspace(server, tmp_pat
     assert "<td>data/blob.bin</td>" in jupyter_tus.list_uploads()._repr_html_()
 
 
+def test_the_kernels_own_server_names_the_root(server, tmp_path, monkeypatch):
+    """A kernel started by a listed server (``$JPY_PARENT_PID``, set by jupyter_client)
+    whose staging dir is named .tus but is not ``<root>/.tus`` (staging_dir = "~/.tus"),
+    its working directory outside the root: its server's root, not the staging dir's
+    parent."""
+    from jupyter_server.serverapp import list_running_servers
+
+    (own,) = list_running_servers(str(server.runtime_dir))
+    scratch = tmp_path / "scratch"
+    (scratch / "sub").mkdir(parents=True)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir))
+    monkeypatch.setenv("JPY_PARENT_PID", str(own["pid"]))
+    monkeypatch.setenv("JUPYTER_TUS_DIR", str(scratch / ".tus"))
+    monkeypatch.chdir(scratch / "sub")
+    assert helpers.workspace_root() == server.root_dir.resolve()
+    assert helpers.workspace_path() == ""
+
+
 def test_no_store_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTER_TUS_DIR", raising=False)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))  # no server listed there
