@@ -10,6 +10,7 @@ front end advertises an extension only when its store really has it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, ClassVar, Protocol, runtime_checkable
@@ -168,10 +169,10 @@ class FileInfo:
     def has_record_types(data: dict) -> bool:
         """Do the FileInfo fields in ``data`` (a record's JSON object, as written by
         ``to_json``) have their JSON types (``RECORD_TYPES``; ``metadata`` and
-        ``storage`` str to str, ``partial_uploads`` str), and values a store writes
-        (``is_count`` sizes and offsets, ``is_timestamp`` times)? A record of the wrong shape
-        (someone else wrote it into the staging area) is no upload: each store's
-        reader answers not-found rather than fail on it later (a 500)."""
+        ``storage`` ``is_text`` to ``is_text``, ``partial_uploads`` str), and values a
+        store writes (``is_count`` sizes and offsets, ``is_timestamp`` times)? A record
+        of the wrong shape (someone else wrote it into the staging area) is no upload:
+        each store's reader answers not-found rather than fail on it later (a 500)."""
         for name, types in RECORD_TYPES.items():
             if name in data and not isinstance(data[name], types):
                 return False
@@ -183,7 +184,7 @@ class FileInfo:
                 return False
         for name in ("metadata", "storage"):
             pairs = data.get(name, {}).items()
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            if not all(is_text(k) and is_text(v) for k, v in pairs):
                 return False
         return all(isinstance(p, str) for p in data.get("partial_uploads", []))
 
@@ -226,6 +227,15 @@ LAST_TIMESTAMP = 253_402_300_799
 def is_count(value: object) -> bool:
     """Is ``value`` a record's byte count (a size, an offset): an int >= 0, not a bool?"""
     return type(value) is int and value >= 0
+
+
+def is_text(value: object) -> bool:
+    """Is ``value`` a str that UTF-8 can encode (no lone surrogate, which JSON's
+    ``\\ud800`` gives; tus metadata is UTF-8, a header or an object key needs it)?"""
+    return isinstance(value, str) and not _SURROGATE.search(value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_timestamp(value: object) -> bool:

@@ -554,6 +554,10 @@ async def test_records_of_the_wrong_shape_are_no_uploads_and_break_nothing(tus, 
         "Q" * 32: b'{"info": {"id": "ID", "size": 10, "created": Infinity}, "s3": {}}',
         "P" * 32: b'{"info": {"id": "ID", "size": 10, "expires": 1e300}, "s3": {}}',
         "O" * 32: b'{"info": {"id": "ID", "size": 10}, "s3": {"saved": Infinity}}',
+        # A name no client can send (metadata is UTF-8): a lone surrogate, in both layouts.
+        "N" * 32: b'{"id": "ID", "size": 10, "metadata": {"filename": "a\\ud800"}}',
+        "M" * 32: b'{"info": {"id": "ID", "size": 10, "metadata": {"filename": "a\\ud800"}},'
+        b' "s3": {}}',
         "Y" * 32: None,
     }
     for uid, content in records.items():
