@@ -1534,7 +1534,9 @@ export class TusUploader {
       this._options.landed?.(item);
       return false;
     }
-    // The driver went away (tab closed or reloaded, or it cancelled): ours now.
+    // The driver went away (tab closed or reloaded, or it cancelled): ours now. Others
+    // that waited with this one asked the one gone: they hear from this one from now on.
+    item.watched = true;
     item.state = 'queued';
     this._changed.emit(item);
     return true;

@@ -274,6 +274,36 @@ describe('one driver per upload across tabs', () => {
     expect(b.locks.held.size).toBe(0);
   });
 
+  it('when the driver goes away, a third tab follows the tab that took over', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    const one = tab(b, 'one');
+    const two = tab(b, 'two');
+    const three = tab(b, 'three');
+    const file = fakeFile('relay.bin', 320 * KiB);
+    void one.uploader.upload(file, '');
+    await until(() => b.server.of('PATCH').length >= 3);
+    let second: boolean | null = null;
+    void two.uploader.upload(file, '').then(v => (second = v));
+    let third: boolean | null = null;
+    void three.uploader.upload(file, '').then(v => (third = v));
+    await until(() => three.uploader.items[0]?.state === 'elsewhere');
+    await until(() => three.uploader.items[0].sent > 0);
+    one.uploader.dispose(); // gone without a word: two takes over, three waits on
+    const before = three.uploader.items[0].sent;
+    const seen: number[] = []; // what three showed while two sent
+    three.uploader.changed.connect((_, item) => {
+      if (item && two.uploader.items[0].state === 'uploading') {
+        seen.push(item.sent);
+      }
+    });
+    await until(() => second !== null && third !== null);
+    expect(second).toBe(true);
+    expect(third).toBe(true);
+    expect(seen.some(sent => sent > before && sent < file.size)).toBe(true);
+    expect(b.locks.held.size).toBe(0);
+  });
+
   it('Cancel in the waiting tab only stops waiting: the driver goes on', async () => {
     const b = browser();
     b.server.latency = 50;
