@@ -201,7 +201,8 @@ export class UploadItem implements IStatusSource {
   /** Called when another uploader says this upload (state `elsewhere`) landed. */
   heard?: () => void;
   /** When this uploader began to look for the upload's driver (Date.now() ms): a "done"
-   * about a landing before then is of an earlier upload of the same file. */
+   * about a landing well before then (LAST_WORD_MS) is of an earlier upload of the
+   * same file. */
   since = Date.now();
   /** When it landed (Date.now() ms; 0 until then). */
   landedAt = 0;
@@ -1654,8 +1655,10 @@ export class TusUploader {
       if (item.fingerprint !== msg.fingerprint || item.state !== 'elsewhere') {
         continue;
       }
-      if (msg.state === 'done' && Number(msg.landedAt) < item.since) {
-        continue; // an earlier upload of the same file, landed before this one began
+      if (msg.state === 'done' && Number(msg.landedAt) < item.since - LAST_WORD_MS) {
+        // An earlier upload of the same file, landed before this one began. (One that
+        // landed a moment before may be the one whose lock was not let go yet.)
+        continue;
       }
       item.remoteState = msg.state;
       item.sent = Math.min(item.size, Math.max(0, Number(msg.sent) || 0));

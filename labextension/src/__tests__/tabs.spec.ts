@@ -226,6 +226,7 @@ describe('one driver per upload across tabs', () => {
     void one.uploader.upload(file, 'data').then(v => (first = v));
     await until(() => first !== null);
     expect(one.uploader.items[0].state).toBe('done'); // its row stays, done
+    await run(5000);
 
     // The same file again from another tab (replacing it), and a third tab drops it too.
     let second: boolean | null = null;
@@ -301,6 +302,35 @@ describe('one driver per upload across tabs', () => {
     expect(second).toBe(true);
     expect(third).toBe(true);
     expect(seen.some(sent => sent > before && sent < file.size)).toBe(true);
+    expect(b.locks.held.size).toBe(0);
+  });
+
+  it('a drop just after the driver landed the file, its lock not yet let go, sends nothing', async () => {
+    const b = browser();
+    b.server.latency = 50;
+    b.channels.delay = 20;
+    const one = tab(b, 'one');
+    const two = tab(b, 'two', {}, 'stale');
+    const file = fakeFile('just.bin', 96 * KiB);
+    let second: Promise<boolean> | null = null;
+    one.uploader.changed.connect((_, item) => {
+      if (item?.state === 'done' && !second) {
+        // A moment after the landing, before the driver's lock is let go.
+        jest.setSystemTime(Date.now() + 5);
+        second = two.uploader.upload(file, '');
+      }
+    });
+    let first: boolean | null = null;
+    void one.uploader.upload(file, '').then(v => (first = v));
+    await until(() => first !== null);
+    expect(first).toBe(true);
+    let result: boolean | null = null;
+    void second!.then(v => (result = v));
+    await until(() => result !== null);
+    expect(result).toBe(true);
+    expect(two.uploader.items[0].state).toBe('done');
+    expect(from(b, two)).toHaveLength(0);
+    expect(two.asked).toHaveLength(0);
     expect(b.locks.held.size).toBe(0);
   });
 
