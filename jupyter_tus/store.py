@@ -169,10 +169,11 @@ class FileInfo:
     def has_record_types(data: dict) -> bool:
         """Do the FileInfo fields in ``data`` (a record's JSON object, as written by
         ``to_json``) have their JSON types (``RECORD_TYPES``; ``metadata`` and
-        ``storage`` ``is_text`` to ``is_text``, ``partial_uploads`` str), and values a
-        store writes (``is_count`` sizes and offsets, ``is_timestamp`` times)? A record
-        of the wrong shape (someone else wrote it into the staging area) is no upload:
-        each store's reader answers not-found rather than fail on it later (a 500)."""
+        ``storage`` ``is_text`` to ``is_text``, ``partial_uploads`` and ``path``
+        ``is_text``, no NUL in ``path``), and values a store writes (``is_count`` sizes
+        and offsets, ``is_timestamp`` times)? A record of the wrong shape (someone
+        else wrote it into the staging area) is no upload: each store's reader answers
+        not-found rather than fail on it later (a 500)."""
         for name, types in RECORD_TYPES.items():
             if name in data and not isinstance(data[name], types):
                 return False
@@ -186,7 +187,10 @@ class FileInfo:
             pairs = data.get(name, {}).items()
             if not all(is_text(k) and is_text(v) for k, v in pairs):
                 return False
-        return all(isinstance(p, str) for p in data.get("partial_uploads", []))
+        path = data.get("path")
+        if path is not None and (not is_text(path) or "\0" in path):
+            return False  # (a path no file system or object store takes)
+        return all(is_text(p) for p in data.get("partial_uploads", []))
 
     # How a notebook shows uploads (an HTML table), set by jupyter_tus.helpers when the
     # package is imported: this module imports nothing of the display (no import cycle

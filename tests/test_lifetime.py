@@ -558,13 +558,21 @@ async def test_records_of_the_wrong_shape_are_no_uploads_and_break_nothing(tus, 
         "N" * 32: b'{"id": "ID", "size": 10, "metadata": {"filename": "a\\ud800"}}',
         "M" * 32: b'{"info": {"id": "ID", "size": 10, "metadata": {"filename": "a\\ud800"}},'
         b' "s3": {}}',
+        # A finished upload to a path no file system or object store takes: a lone
+        # surrogate, a NUL (ROOT: the root_dir, the file store's paths being absolute).
+        "K" * 32: b'{"id": "ID", "size": 0, "is_complete": true, "path": "ROOT/a\\ud800"}',
+        "J" * 32: b'{"id": "ID", "size": 0, "is_complete": true, "path": "ROOT/a\\u0000"}',
+        "I" * 32: b'{"info": {"id": "ID", "size": 0, "is_complete": true, "path": "a\\ud800"},'
+        b' "s3": {}}',
         "Y" * 32: None,
     }
+    root = str(backend.root).encode()
     for uid, content in records.items():
         if content is None:
             backend.put(f".tus/{uid}.info/inside", b"")
         else:
-            backend.put(f".tus/{uid}.info", content.replace(b"ID", uid.encode()))
+            content = content.replace(b"ID", uid.encode()).replace(b"ROOT", root)
+            backend.put(f".tus/{uid}.info", content)
         backend.put(f".tus/{uid}", b"")
     for uid in records:
         assert (await tus.head(uid)).code == 404, uid
