@@ -98,6 +98,12 @@ class NotTusServer(TusClientError):
     a stopped hub server)."""
 
 
+class EndpointUnavailable(TusClientError):
+    """The jupyter-tus endpoint answers (with ``Tus-Resumable``) but refuses uploads:
+    its store is unavailable (a bucket missing or denied, a staging folder refused;
+    503), with the server's reason in the message."""
+
+
 class AuthenticationFailed(TusClientError):
     """The server refused the token (401/403 on OPTIONS)."""
 
@@ -867,7 +873,8 @@ class Uploader:
 
     def discover(self) -> None:
         """OPTIONS on the endpoint: is it jupyter-tus, does the token work, what does it
-        take. Raises NotTusServer, AuthenticationFailed, or TusClientError for a checksum
+        take. Raises NotTusServer, EndpointUnavailable (the endpoint's own refusal: its
+        store unavailable), AuthenticationFailed, or TusClientError for a checksum
         algorithm it does not know."""
         url = self.server.endpoint
         try:
@@ -887,6 +894,13 @@ class Uploader:
                 f"{self.server.url} asks for a login (HTTP {response.status_code}"
                 f"{' to ' + where if where else ''}); pass --token, or set $JUPYTER_TOKEN "
                 "or $JUPYTERHUB_API_TOKEN"
+            )
+        if response.status_code != 204 and _is_tus(response):
+            # jupyter-tus itself, refusing: its store is unavailable (a staging folder
+            # refused, a bucket missing or denied: 503), or another refusal. Its reason,
+            # not a guess that the extension is missing.
+            raise EndpointUnavailable(
+                f"{url} cannot take uploads (HTTP {response.status_code}): {_message(response)}"
             )
         if response.status_code != 204 or not _is_tus(response):
             raise NotTusServer(

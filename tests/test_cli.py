@@ -795,3 +795,22 @@ def test_a_parallel_upload_killed_resumes_each_part(server, env, tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in info["partial_uploads"]] == [
         p["url"].rsplit("/", 1)[-1] for p in entry["parts"]
     ]
+
+
+def test_an_unavailable_store_is_reported_with_the_servers_reason(env, tmp_path):
+    """The extension loaded but its store is unavailable (here a staging folder that
+    holds other files; with S3Store a missing bucket): its endpoint answers 503 with
+    Tus-Resumable and the reason. The command says that reason, not that the extension
+    might be missing."""
+    root = tmp_path / "root"
+    (root / ".tus").mkdir(parents=True)
+    (root / ".tus" / "notes.txt").write_text("not an upload")
+    write_random(tmp_path / "f.bin", 10)
+    with JupyterProcess(root) as broken:
+        for args in (("upload", str(tmp_path / "f.bin")), ("list",)):
+            r = run(command(*args, "--server", broken.url, "--token", broken.token), env)
+            assert r.returncode == 1
+            assert "not a jupyter-tus endpoint" not in r.stderr, r.stderr
+            assert "cannot take uploads (HTTP 503)" in r.stderr, r.stderr
+            assert "staging_dir" in r.stderr, r.stderr
+    assert not (root / "f.bin").exists()
