@@ -253,6 +253,9 @@ class TusApp(ExtensionApp):
         except (StagingRefused, StorageUnavailable, OSError) as exc:
             # The endpoint stays, answering 503 with the reason, rather than vanish (404).
             self.manager.unavailable = f"uploads are unavailable: {exc}"
+            # tried again by the next requests (an object store that comes up later)
+            self.manager.reopen = store.claim
+            self.manager.recover_on_reopen = self.recover_on_start
             self.log.error("jupyter-tus: %s", self.manager.unavailable)
             return
         if self.recover_on_start:

@@ -331,8 +331,9 @@ class TusHandler(ExtensionHandlerMixin, APIHandler):
                         or f"Tus-Resumable {version!r} is not supported; this server speaks "
                         + ", ".join(protocol.SUPPORTED_VERSIONS)
                     )
-            if self.manager.unavailable:
-                raise web.HTTPError(503, self.manager.unavailable)
+            unavailable = await self.manager.available()
+            if unavailable:
+                raise web.HTTPError(503, unavailable)
             await self.prepare_request()
         except (web.HTTPError, *REFUSALS) as exc:
             self._refuse(exc)

@@ -30,6 +30,8 @@ from .store import (
     FileInfo,
     LandingFailed,
     LandingRefused,
+    StagingRefused,
+    StorageUnavailable,
     StoreError,
     UploadExpired,
     UploadIncomplete,
@@ -42,6 +44,8 @@ from .store import (
 EVENT_SCHEMA_ID = "https://events.jupyter.org/jupyter_tus/upload/v1"
 EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "upload" / "v1.yaml"
 LOCK_POLL = 0.02
+# Seconds at least between two tries to start a store that was unavailable (``available``).
+REOPEN_INTERVAL = 1.0
 # Seconds an upload's lock and open data file are kept after a PATCH that left it
 # unfinished, for the same client's next PATCH (see ``UploadManager.park``).
 PARK_SECONDS = 2.0
@@ -91,9 +95,14 @@ class UploadManager:
         self.lock_wait = lock_wait
         self._emit = emit
         self.log = log or logging.getLogger(__name__)
-        # Set when the store could not be started (its staging folder refused): every
-        # request is answered with this message instead.
+        # Set when the store could not be started (its staging folder refused, an
+        # object store unreachable, a bucket missing or denied): every request is
+        # answered with this message instead, until ``reopen`` (the start's claim, set
+        # by the app) succeeds when a request tries it again (``available``).
         self.unavailable: str | None = None
+        self.reopen: Callable[[], None] | None = None
+        self.recover_on_reopen = True
+        self._reopen_at = 0.0
         # The unfinished uploads, id -> (declared size or None, bytes received), and
         # the sum of the latter: the gauges of ``metrics``. Kept in step by every
         # creation, write and outcome (from worker threads too, hence the lock), and
@@ -640,13 +649,51 @@ class UploadManager:
         """Repair the staging directory at start (the store's ``recover``), log each
         repair, and report each upload that could not be repaired; never raises, so
         one bad upload never stops the extension from loading."""
+        self._report_quarantined(self._recover_store())
+
+    def _recover_store(self) -> dict[str, str]:
+        """The store's ``recover`` (blocking), each repair logged; the uploads it
+        quarantined, id -> reason."""
         try:
             for line in self.store.recover():
                 self.log.warning("jupyter-tus recovery: %s", line)
         except Exception:  # the folder itself unreadable: the endpoint still answers
             self.log.exception("jupyter-tus recovery failed; uploads are left as they are")
-        for upload_id, reason in self.store.quarantined().items():
+        return self.store.quarantined()
+
+    def _report_quarantined(self, quarantined: dict[str, str]) -> None:
+        for upload_id, reason in quarantined.items():
             self._send_event("quarantined", FileInfo(id=upload_id), reason=reason)
+
+    async def available(self) -> str | None:
+        """None when the store takes requests, else why not (answered 503). A store
+        that could not be started (S3 unreachable or throttling at start, a bucket
+        created or a permission granted since) is started again here: ``reopen`` (its
+        claim), then recovery and the gauges' recount, in worker threads, by one
+        request at a time and at most once per ``REOPEN_INTERVAL`` seconds; requests
+        meanwhile get the reason. Events are emitted on the event loop."""
+        if self.unavailable is None or self.reopen is None:
+            return self.unavailable
+        now = time.monotonic()
+        if now < self._reopen_at:
+            return self.unavailable
+        self._reopen_at = float("inf")  # one try at a time
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                await loop.run_in_executor(None, self.reopen)
+            except (StagingRefused, StorageUnavailable, OSError) as exc:
+                self.unavailable = f"uploads are unavailable: {exc}"
+                return self.unavailable
+            if self.recover_on_reopen:
+                self._report_quarantined(await loop.run_in_executor(None, self._recover_store))
+            await loop.run_in_executor(None, self.recount)
+        finally:
+            self._reopen_at = time.monotonic() + REOPEN_INTERVAL
+        self.unavailable = None
+        self.reopen = None
+        self.log.info("jupyter-tus: the store is available now; uploads are taken again")
+        return None
 
     def terminate(self, upload_id: str) -> None:
         """Remove an upload at its client's request (the caller holds its lock)."""

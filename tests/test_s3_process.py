@@ -170,3 +170,38 @@ def test_tus_js_client_uploads_into_the_bucket(s3_process, tmp_path):
     src2.write_bytes(data[::-1])
     tus_js(s3_process, src2, tmp_path, parallel=2)
     assert landed(s3_process, "parallel.bin") == data[::-1]
+
+
+def test_a_bucket_missing_at_start_is_taken_once_it_exists(s3_server, tmp_path):
+    """The object store not ready when the server starts (a bucket created later, as
+    when MinIO or a bucket's provisioning comes up after the single-user server): the
+    endpoint answers 503 naming the bucket, and the requests after the bucket exists
+    start the store again, without restarting the server."""
+    import secrets
+
+    bucket = f"tus-later-{secrets.token_hex(4)}"
+    root = tmp_path / "root"
+    root.mkdir()
+    with JupyterProcess(
+        root,
+        args=[
+            "--TusApp.store_class=jupyter_tus.s3store.S3Store",
+            f"--S3Store.endpoint_url={s3_server.endpoint_url}",
+            f"--S3Store.bucket={bucket}",
+            f"--S3Store.prefix={PREFIX}",
+        ],
+        env=s3_server.env(),
+    ) as server:
+        r = requests.options(server.endpoint, headers=server.auth)
+        assert r.status_code == 503 and bucket in r.json()["message"]
+        s3_server.new_bucket(bucket)
+        wait_until(
+            lambda: requests.options(server.endpoint, headers=server.auth).status_code == 204,
+            what="the store started again",
+        )
+        client = tus_client.TusClient(server.endpoint, headers=server.auth)
+        src = tmp_path / "a.txt"
+        src.write_bytes(b"hello")
+        client.uploader(str(src), metadata={"filename": "a.txt"}).upload()
+    s3 = s3_server.client()
+    assert s3.get_object(Bucket=bucket, Key=PREFIX + "a.txt")["Body"].read() == b"hello"
