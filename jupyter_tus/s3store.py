@@ -1869,7 +1869,7 @@ class S3Reader(io.RawIOBase):
         if self._etag:
             kwargs["IfMatch"] = self._etag
         try:
-            self._body = self._store._call("get_object", **kwargs)["Body"]
+            answer = self._store._call("get_object", **kwargs)
         except ClientError as exc:
             if (
                 _code(exc) in _PRECONDITION
@@ -1885,6 +1885,15 @@ class S3Reader(io.RawIOBase):
                     f"the bytes of upload {self._info.id} are no longer there"
                 ) from exc
             raise
+        if self._etag and answer.get("Metadata", {}).get(UPLOAD_ID_META) != self._info.id:
+            # the same bytes put again keep the ETag: another upload's (or someone's)
+            # object now, as check_landed says
+            answer["Body"].close()
+            raise UploadGone(
+                f"the object of upload {self._info.id} ({self._info.filename}) was"
+                " deleted or replaced since it landed"
+            )
+        self._body = answer["Body"]
 
     def readinto(self, buffer: Any) -> int:
         if self._pos >= self._size or not len(buffer):

@@ -5,12 +5,14 @@ level (issue 11, phase 2). What differs between the stores is only where the byt
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
 
 import pytest
 
+from jupyter_tus.store import UploadGone
 from tests.backends import MiB, backend_server_config  # noqa: F401 (jp_server_config)
 
 from .conftest import TusClient
@@ -298,7 +300,7 @@ async def test_a_stale_patch_lets_go_for_a_newcomer(
 
 
 @pytest.mark.parametrize("change", ["delete", "edit", "edit-same-size", "replace"])
-async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, backend, change):
+async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, tus_app, backend, change):
     """test_lifetime's rule on both stores: once the landed file (object) changed, the
     upload answers 410 on HEAD and GET, without its path; a new upload brings it back."""
     data = b"the original bytes"
@@ -318,6 +320,10 @@ async def test_a_landed_file_that_changed_answers_gone(tus: TusClient, backend, 
     assert head.code == 410 and "Jupyter-Tus-Path" not in head.headers
     get = await tus.request("GET", uid)
     assert get.code == 410 and b"upload it again" in get.body
+    # and a kernel's get_reader (the store read directly) refuses it too, never the
+    # bytes of the file now there
+    with pytest.raises(UploadGone):
+        await asyncio.to_thread(tus_app.manager.store.get_reader, uid)
     if change == "delete":
         again = await tus.create_id(len(data), {"filename": "landed.txt"})
         assert (await tus.patch(again, 0, data)).code == 204
