@@ -1255,8 +1255,16 @@ class S3Store(LoggingConfigurable):
         """Make the staging prefix this store's, or refuse it (StagingRefused): the
         bucket must exist and be reachable with the credentials the AWS chain gives;
         an unmarked staging prefix holding objects that are not the store's is not
-        taken over. Also learns whether the server honours conditional writes."""
-        from botocore.exceptions import ClientError, NoCredentialsError
+        taken over. Also learns whether the server honours conditional writes.
+        Without boto3 installed: StagingRefused naming the extra that brings it."""
+        try:
+            import boto3  # noqa: F401 (the client's, made later)
+            from botocore.exceptions import ClientError, NoCredentialsError
+        except ImportError as exc:
+            raise StagingRefused(
+                f"S3Store needs boto3, which is not installed ({exc}):"
+                " pip install 'jupyter-tus[s3]'"
+            ) from exc
 
         if not self.bucket:
             raise StagingRefused("no bucket: set c.S3Store.bucket")

@@ -205,3 +205,35 @@ def test_a_bucket_missing_at_start_is_taken_once_it_exists(s3_server, tmp_path):
         client.uploader(str(src), metadata={"filename": "a.txt"}).upload()
     s3 = s3_server.client()
     assert s3.get_object(Bucket=bucket, Key=PREFIX + "a.txt")["Body"].read() == b"hello"
+
+
+def test_without_boto3_the_endpoint_says_which_extra_to_install(tmp_path):
+    """S3Store chosen where boto3 is not installed (fault injection: a sitecustomize
+    that makes importing boto3 and botocore fail in the server process): the endpoint
+    answers 503 naming the extra, rather than the extension failing to load (404, a
+    traceback in the log)."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    pythonpath = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
+    with JupyterProcess(
+        root,
+        args=[
+            "--TusApp.store_class=jupyter_tus.s3store.S3Store",
+            "--S3Store.endpoint_url=http://127.0.0.1:9",
+            "--S3Store.bucket=notebooks",
+        ],
+        env={"PYTHONPATH": pythonpath},
+    ) as server:
+        r = requests.options(server.endpoint, headers=server.auth)
+        assert r.status_code == 503, r.text[:200]
+        assert "pip install 'jupyter-tus[s3]'" in r.json()["message"]
