@@ -685,6 +685,9 @@ class UploadManager:
             except (StagingRefused, StorageUnavailable, OSError) as exc:
                 self.unavailable = f"uploads are unavailable: {exc}"
                 return self.unavailable
+            except Exception:  # never a 500 for the request that tried: the log says why
+                self.log.exception("jupyter-tus: starting the store again failed")
+                return self.unavailable
             if self.recover_on_reopen:
                 self._report_quarantined(await loop.run_in_executor(None, self._recover_store))
             await loop.run_in_executor(None, self.recount)

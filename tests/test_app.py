@@ -84,3 +84,26 @@ async def test_periodic_sweep_removes_expired(
     assert not (staging / f"{uid}.info").exists()
     assert (jp_root_dir / "kept.txt").read_bytes() == b"ok"
     await tus_app.stop_extension()
+
+
+async def test_a_store_that_fails_oddly_when_started_again_answers_503_not_500(tus, tus_app):
+    """A store left unavailable at start is started again by the next request
+    (``UploadManager.available``); an error its start was never meant to raise is
+    logged, and the request gets the standing 503 with its reason, never a 500. The
+    next try, a second later, succeeds."""
+    manager = tus_app.manager
+    tries = []
+
+    def reopen() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("a bug in a store's claim")
+
+    manager.unavailable, manager.reopen = "uploads are unavailable: the bucket is gone", reopen
+    r = await tus.create(5)
+    assert r.code == 503 and "the bucket is gone" in r.body.decode()
+    assert b"Traceback" not in r.body and b"a bug" not in r.body
+    assert tries == [1]
+    manager._reopen_at = 0  # (the next try, without waiting out REOPEN_INTERVAL)
+    assert (await tus.create(5)).code == 201
+    assert tries == [1, 1] and manager.unavailable is None
