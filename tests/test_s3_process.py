@@ -22,23 +22,24 @@ MiB = 1024 * 1024
 PREFIX = "me/"
 
 
+def store_args(s3_server, bucket: str) -> list[str]:
+    """The command line that makes a server's store S3Store on ``bucket`` under PREFIX."""
+    return [
+        "--TusApp.store_class=jupyter_tus.s3store.S3Store",
+        f"--S3Store.endpoint_url={s3_server.endpoint_url}",
+        f"--S3Store.bucket={bucket}",
+        f"--S3Store.prefix={PREFIX}",
+    ]
+
+
 @pytest.fixture
 def s3_process(s3_server, tmp_path):
     """A server process whose store is S3Store on a fresh bucket of ``s3_server``."""
     bucket = s3_server.new_bucket()
     root = tmp_path / "root"
     root.mkdir()
-    server = JupyterProcess(
-        root,
-        args=[
-            "--TusApp.store_class=jupyter_tus.s3store.S3Store",
-            f"--S3Store.endpoint_url={s3_server.endpoint_url}",
-            f"--S3Store.bucket={bucket}",
-            f"--S3Store.prefix={PREFIX}",
-            f"--S3Store.part_size={5 * MiB}",
-        ],
-        env=s3_server.env(),
-    )
+    args = [*store_args(s3_server, bucket), f"--S3Store.part_size={5 * MiB}"]
+    server = JupyterProcess(root, args=args, env=s3_server.env())
     server.bucket = bucket
     server.s3 = s3_server.client()
     server.start()
@@ -182,16 +183,7 @@ def test_a_bucket_missing_at_start_is_taken_once_it_exists(s3_server, tmp_path):
     bucket = f"tus-later-{secrets.token_hex(4)}"
     root = tmp_path / "root"
     root.mkdir()
-    with JupyterProcess(
-        root,
-        args=[
-            "--TusApp.store_class=jupyter_tus.s3store.S3Store",
-            f"--S3Store.endpoint_url={s3_server.endpoint_url}",
-            f"--S3Store.bucket={bucket}",
-            f"--S3Store.prefix={PREFIX}",
-        ],
-        env=s3_server.env(),
-    ) as server:
+    with JupyterProcess(root, args=store_args(s3_server, bucket), env=s3_server.env()) as server:
         r = requests.options(server.endpoint, headers=server.auth)
         assert r.status_code == 503 and bucket in r.json()["message"]
         s3_server.new_bucket(bucket)
